@@ -147,6 +147,9 @@ class LlavaVideoConfig:
     ignore_index: int = -100
     # Frames sent through the vision tower per call: bounds activation memory on long videos.
     vision_chunk_size: int = 64
+    # Conversation template name (see llava_video.data.conversation); None: the tokenizer's stored
+    # chat template when it has one, else vicuna_v1.
+    conv_template: str | None = None
 
     def __post_init__(self) -> None:
         for name, cls in _SECTIONS.items():
