@@ -80,6 +80,9 @@ class BadRecordReport:
     items: list[BadRecord] = field(default_factory=list)
 
     def add(self, bad: BadRecord) -> None:
+        """Record ``bad`` once (a record failing again in a later epoch is not counted twice)."""
+        if any((b.source, b.line) == (bad.source, bad.line) for b in self.items):
+            return
         if self.policy == "fail":
             raise BadRecordError(f"bad training record {bad} (data.on_bad_record=fail; set it to skip to leave such records out)")
         self.items.append(bad)

@@ -375,7 +375,7 @@ class Trainer:
         """One optimizer step over ``micro`` (this process's accumulation micro-batches)."""
         accum = len(micro)
         model = self.engine if self.engine is not None else self.model
-        loss_sum, real, processed = 0.0, 0, 0
+        loss_sum, real, processed, counted = 0.0, 0, 0, 0
         for batch in micro:
             for bad in batch.bad:
                 self.report.add_record(self.dataset.records[bad.index], bad.reason)
@@ -388,6 +388,7 @@ class Trainer:
             with self._autocast():
                 loss = self.objective.loss(model, batch, device=self.device)
             loss_sum += float(loss.detach())
+            counted += 1
             if self.engine is not None:
                 self.engine.backward(loss)
                 self.engine.step()
@@ -400,8 +401,11 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        loss_total, real_total, processed_total = all_reduce_sum([loss_sum, real, processed], self.env, self.device)
-        return loss_total / (accum * self.env.world), real_total, processed_total
+        loss_total, counted_total, real_total, processed_total = all_reduce_sum(
+            [loss_sum, counted, real, processed], self.env, self.device
+        )
+        # Mean over the micro-batches that had samples (NaN: the whole step was bad records).
+        return (loss_total / counted_total if counted_total else float("nan")), real_total, processed_total
 
     # ---- logging ---------------------------------------------------------------------------------
     def _progress(self) -> Any:
