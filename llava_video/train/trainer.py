@@ -312,7 +312,7 @@ class Trainer:
         cfg = self.config
         accum = cfg.schedule.gradient_accumulation
         start_time = time.perf_counter()
-        start_tokens = self.state.real_tokens
+        start_tokens, start_processed = self.state.real_tokens, self.state.processed_tokens
         progress = self._progress()
         first_loss: float | None = None
         last_loss: float | None = None
@@ -355,7 +355,7 @@ class Trainer:
             final_loss=last_loss,
             first_loss=first_loss,
             real_tokens=self.state.real_tokens - start_tokens,
-            processed_tokens=self.state.processed_tokens,
+            processed_tokens=self.state.processed_tokens - start_processed,
             seconds=time.perf_counter() - start_time,
             bad_records=len(self.report),
             output_dir=str(self.output_dir),
@@ -395,6 +395,11 @@ class Trainer:
             else:
                 (loss / accum).backward()
         if self.engine is None:
+            # A part no sample of this step used still gets a (zero) gradient, so the optimizer's state
+            # (Adam's step count) never depends on how samples were split across processes.
+            for p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
             average_gradients(self.trainable, self.env)
             if self.config.optim.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
