@@ -83,6 +83,14 @@ def resolve_model_path(path: str | Path) -> Path:
     return latest / "model" if latest is not None else path
 
 
+def _processor_for(config: Any) -> Any:
+    """CLIP preprocessing at the vision tower's resolution, for a checkpoint that stores none."""
+    from llava_video.data.preprocess import ImageProcessorConfig
+
+    size = config.image_size
+    return ImageProcessorConfig(crop_size=size, shortest_edge=size, grid_pinpoints=config.anyres.grid_pinpoints)
+
+
 def build_model(config: TrainConfig, *, device: torch.device, attn: str) -> Any:
     """The model (fp32 weights: the optimizer's master copy) with its tokenizer and image processor."""
     from llava_video.data.preprocess import ImageProcessorConfig
@@ -94,14 +102,14 @@ def build_model(config: TrainConfig, *, device: torch.device, attn: str) -> Any:
         torch.manual_seed(m.seed)
         model = LlavaVideo(tiny_config(**m.tiny), attn_implementation=attn)
         model.tokenizer = tiny_tokenizer(int(model.config.text.get("vocab_size", 512)))
-        model.image_processor = ImageProcessorConfig.for_model(model.config)
+        model.image_processor = _processor_for(model.config)
     else:
         model = LlavaVideo.from_pretrained(resolve_model_path(m.path or ""), device="cpu", dtype="float32", attn_implementation=attn)
         directory = Path(model.checkpoint_dir)
         if (directory / "preprocessor_config.json").is_file():
             model.image_processor = ImageProcessorConfig.from_pretrained(directory)
         else:
-            model.image_processor = ImageProcessorConfig.for_model(model.config)
+            model.image_processor = _processor_for(model.config)
     if m.conv_template is not None:
         model.config.conv_template = m.conv_template
     return model.to(device)
