@@ -33,6 +33,7 @@ __all__ = [
     "RuntimeSection",
     "TrainConfig",
     "load_train_config",
+    "dataset_entry_from_dict",
     "apply_overrides",
     "PART_NAMES",
 ]
@@ -313,6 +314,14 @@ def _coerce(hint: Any, value: Any, *, prefix: str) -> Any:
             raise ConfigError(f"{prefix}={value!r} must be a string")
         return value
     return value
+
+
+def dataset_entry_from_dict(data: dict[str, Any], *, where: str) -> DatasetEntry:
+    """A mixture file's entry, with unknown keys named (``where`` says which file)."""
+    try:
+        return _build(DatasetEntry, data, prefix="datasets[]")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

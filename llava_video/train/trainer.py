@@ -24,7 +24,7 @@ from llava_video.data.records import BadRecord, BadRecordReport, load_records, r
 from llava_video.errors import ConfigError
 from llava_video.runtime import resolve_attention, resolve_device, resolve_dtype
 from llava_video.train import checkpointing as ckpt
-from llava_video.train.config import PART_NAMES, DatasetEntry, TrainConfig
+from llava_video.train.config import PART_NAMES, DatasetEntry, TrainConfig, dataset_entry_from_dict
 from llava_video.train.distributed import DistEnv, all_reduce_sum, average_gradients, barrier, init_distributed, shutdown
 from llava_video.train.objectives import Objective, build_objective
 
@@ -228,7 +228,7 @@ class Trainer:
             return list(d.datasets)
         path = Path(d.train or "")
         if path.suffix in (".yaml", ".yml"):
-            return [DatasetEntry(**e) if set(e) <= {"path", "sampling", "image_root", "video_root", "name"} else _bad_entry(path, e) for e in read_mixture(path)]
+            return [dataset_entry_from_dict(e, where=str(path)) for e in read_mixture(path)]
         return [DatasetEntry(path=str(path))]
 
     def _build_dataset(self) -> ConversationDataset:
@@ -539,11 +539,6 @@ class Trainer:
             self._wandb.finish()
         self._log_file = self._tb = self._wandb = None
         shutdown(self.env)
-
-
-def _bad_entry(path: Path, entry: dict[str, Any]) -> Any:
-    unknown = sorted(set(entry) - {"path", "sampling", "image_root", "video_root", "name"})
-    raise ConfigError(f"{path}: unknown config key(s): {', '.join('datasets[].' + k for k in unknown)}")
 
 
 def run_training(config: TrainConfig) -> TrainSummary:

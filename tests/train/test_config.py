@@ -5,7 +5,7 @@ import pytest
 
 from llava_video.data.records import read_mixture
 from llava_video.errors import ConfigError
-from llava_video.train.config import DatasetEntry, TrainConfig, load_train_config
+from llava_video.train.config import DatasetEntry, TrainConfig, dataset_entry_from_dict, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "mixtures" not in p.parts and p.name != "mixture.yaml")
@@ -22,8 +22,8 @@ def test_every_shipped_recipe_validates(path):
 
 @pytest.mark.parametrize("path", MIXTURES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_mixture_validates(path):
-    entries = [DatasetEntry(**e) for e in read_mixture(path)]
-    assert entries
+    entries = [dataset_entry_from_dict(e, where=str(path)) for e in read_mixture(path)]
+    assert entries and all(isinstance(e, DatasetEntry) for e in entries)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "deepspeed").glob("*.json")), ids=lambda p: p.name)
@@ -68,3 +68,19 @@ def test_inherit_merges_sections(tmp_path):
     (tmp_path / "top.yaml").write_text("inherit: base.yaml\ndata: {num_frames: 8}\n")
     cfg = load_train_config(tmp_path / "top.yaml")
     assert cfg.data.train == "a.json" and cfg.data.num_frames == 8
+
+
+def test_mixture_entry_unknown_key_is_named(tmp_path):
+    (tmp_path / "mix.yaml").write_text("datasets:\n  - {path: a.json, sampel: all}\n")
+    with pytest.raises(ConfigError, match=r"datasets\[\]\.sampel"):
+        dataset_entry_from_dict(read_mixture(tmp_path / "mix.yaml")[0], where="mix.yaml")
+
+
+def test_cli_check_and_usage_errors(capsys):
+    from llava_video.cli.train import main
+
+    assert main(["--config", str(REPO / "configs/stage2.yaml"), "--check"]) == 0
+    assert main(["--config", str(REPO / "configs/stage2.yaml"), "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown config key(s): optim.lrr"]
+    assert main(["--config", "does/not/exist.yaml"]) == 2
