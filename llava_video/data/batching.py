@@ -61,8 +61,12 @@ class MediaLoader:
         from llava_video.data.preprocess import preprocess_frames
         from llava_video.data.video import load_video
 
-        clip = load_video(path, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames, backend=self.backend)
-        return preprocess_frames(clip.frames, self.processor)
+        # Inside a DataLoader worker, one thread each: the workers already use the cores.
+        threads = 1 if torch.utils.data.get_worker_info() is not None else 0
+        clip = load_video(
+            path, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames, backend=self.backend, threads=threads
+        )
+        return preprocess_frames(clip.frames, self.processor, threads=threads or None)
 
 
 @dataclass

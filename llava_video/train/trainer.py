@@ -22,6 +22,7 @@ from llava_video.data.batching import Batch, ConversationDataset, MediaLoader, M
 from llava_video.data.conversation import template_for
 from llava_video.data.records import BadRecord, BadRecordReport, load_records, read_mixture
 from llava_video.errors import ConfigError
+from llava_video.model.packed_attention import register_packed_attention
 from llava_video.runtime import resolve_attention, resolve_device, resolve_dtype
 from llava_video.train import checkpointing as ckpt
 from llava_video.train.config import PART_NAMES, DatasetEntry, TrainConfig, dataset_entry_from_dict
@@ -142,6 +143,9 @@ class Trainer:
         self.compute_dtype = resolve_dtype(cfg.runtime.dtype, self.device)
         attn = resolve_attention(cfg.runtime.attn, self.device, self.compute_dtype)
         self.model = build_model(cfg, device=self.device, attn=attn)
+        if cfg.batching.packing and cfg.runtime.attn == "auto" and attn == "sdpa":
+            # No flash-attn varlen here: attend within each packed sample instead of over the whole row.
+            self.model.language_model.set_attn_implementation(register_packed_attention())
         self.trainable = self._freeze_parts()
         if cfg.runtime.gradient_checkpointing:
             kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
@@ -319,7 +323,7 @@ class Trainer:
     def train(self) -> TrainSummary:
         cfg = self.config
         accum = cfg.schedule.gradient_accumulation
-        start_time = time.perf_counter()
+        start_time = self._start_time = time.perf_counter()
         start_tokens, start_processed = self.state.real_tokens, self.state.processed_tokens
         progress = self._progress()
         first_loss: float | None = None
@@ -470,6 +474,7 @@ class Trainer:
             "processed_tokens": int(processed),
             "token_efficiency": real / processed if processed else 0.0,
             "tokens_per_s": tps,
+            "elapsed_s": time.perf_counter() - self._start_time,  # wall time since train() began
             "bad_records": len(self.report),
         }
         mfu = self._mfu(tps)

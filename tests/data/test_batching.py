@@ -5,6 +5,7 @@ from llava_video.data.batching import BadSample, MicroBatchSampler, Sample, coll
 from llava_video.data.conversation import encode_conversation, get_template
 from llava_video.model import anyres
 from llava_video.model.llava_video import LlavaVideo
+from llava_video.model.packed_attention import PACKED_SDPA, register_packed_attention, segment_bounds
 from llava_video.testing.tiny import tiny_config, tiny_tokenizer
 
 
@@ -30,11 +31,14 @@ def _loss_and_grads(model, batch):
     return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", PACKED_SDPA])
 def test_packed_batch_equals_unpacked_samples(attn):
+    """sdpa/eager: transformers' block-diagonal mask; PACKED_SDPA: attention per sample (the CPU varlen)."""
     config = tiny_config()
     tok = tiny_tokenizer()
     torch.manual_seed(0)
+    if attn == PACKED_SDPA:
+        register_packed_attention()
     model = LlavaVideo(config, attn_implementation=attn).train()
     samples = [
         _sample(0, config, tok, video_frames=[3], answer="A blue circle moves right. Then it stays still."),
@@ -122,3 +126,8 @@ def test_sampler_world_and_accumulation_see_the_same_micro_batches():
     resumed = list(MicroBatchSampler(plan, rank=0, world=1, accum=2, start=4))
     assert resumed == one[4:] and len(MicroBatchSampler(plan, rank=0, world=1, accum=2, start=4)) == 6
     assert len(list(MicroBatchSampler(plan, rank=0, world=1, accum=3))) == 9  # trailing partial step dropped
+
+
+def test_segment_bounds():
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
+    assert segment_bounds(pos) == [(0, 3), (3, 5), (5, 9)]

@@ -23,7 +23,8 @@ def test_stage1_then_stage2_lowers_loss_and_keeps_frozen_parts(tiny_data, tmp_pa
     torch.manual_seed(0)
     initial = _parts(LlavaVideo(tiny_config()))  # what model.init=tiny, seed 0 builds
 
-    s1 = run_training(tiny_recipe("stage1", tiny_data, tmp_path / "s1"))
+    # Stage 1 decodes media in two DataLoader worker processes.
+    s1 = run_training(tiny_recipe("stage1", tiny_data, tmp_path / "s1", "data.num_workers=2"))
     after1 = _parts(LlavaVideo.from_pretrained(latest_checkpoint(tmp_path / "s1") / "model"))
     assert _same(after1["vision_tower"], initial["vision_tower"])
     assert _same(after1["language_model"], initial["language_model"])
