@@ -20,14 +20,19 @@ def main(argv=None) -> int:
     p.add_argument("--num-text", type=int, default=8)
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each side is reported")
+    p.add_argument("--num-workers", type=int, default=1, help="DataLoader workers, the same for both trainers")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared machine)")
     args = p.parse_args(argv)
-    if min(args.num_videos, args.num_images, args.num_text, args.frames, args.batch_size) < 1:
+    if min(args.num_videos, args.num_images, args.num_text, args.frames, args.batch_size, args.rounds, args.threads) < 1 or args.num_workers < 0:
         print("error: every count must be >= 1", file=sys.stderr)
         return 2
     from llava_video.train.bench import run_train_benchmark
 
     result = run_train_benchmark(args.out, num_videos=args.num_videos, num_images=args.num_images,
-                                 num_text=args.num_text, frames=args.frames, batch_size=args.batch_size)
+                                 num_text=args.num_text, frames=args.frames, batch_size=args.batch_size,
+                                 rounds=args.rounds, threads=args.threads,
+                                 num_workers=args.num_workers)
     print(json.dumps(result, indent=2))
     ours, hf = result["ours"], result["hf_trainer_padded"]
     print(f"ours {ours['tokens_per_s']:.0f} tok/s (efficiency {ours['token_efficiency']:.1%}) vs "

@@ -53,7 +53,9 @@ def _padded_hf_collate(items: Sequence[Any], *, pad_token_id: int) -> dict[str, 
     return batch
 
 
-def _run_hf_baseline(model_dir: Path, dataset: Any, *, batch_size: int, lr: float, out: Path, seed: int) -> dict[str, float]:
+def _run_hf_baseline(
+    model_dir: Path, dataset: Any, *, batch_size: int, lr: float, out: Path, seed: int, num_workers: int
+) -> dict[str, float]:
     from transformers import LlavaNextVideoForConditionalGeneration, Trainer, TrainerCallback, TrainingArguments
 
     model = LlavaNextVideoForConditionalGeneration.from_pretrained(str(model_dir), attn_implementation="sdpa")
@@ -65,10 +67,15 @@ def _run_hf_baseline(model_dir: Path, dataset: Any, *, batch_size: int, lr: floa
     step_end: list[float] = []
 
     def collate(items: Sequence[Any]) -> dict[str, torch.Tensor]:
-        batch = _padded_hf_collate(items, pad_token_id=pad)
-        real.append(int(batch["attention_mask"].sum()))
-        processed.append(batch["attention_mask"].numel())
-        return batch
+        return _padded_hf_collate(items, pad_token_id=pad)
+
+    class CountingTrainer(Trainer):
+        """Counts tokens in the main process (collation may run in DataLoader workers)."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            real.append(int(inputs["attention_mask"].sum()))
+            processed.append(inputs["attention_mask"].numel())
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -86,12 +93,12 @@ def _run_hf_baseline(model_dir: Path, dataset: Any, *, batch_size: int, lr: floa
         save_strategy="no",
         report_to=[],
         use_cpu=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=num_workers,
         remove_unused_columns=False,
         seed=seed,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate, callbacks=[StepClock()])
+    trainer = CountingTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate, callbacks=[StepClock()])
     trainer.train()
     return _throughput(real, processed, step_end)
 
@@ -115,6 +122,9 @@ def run_train_benchmark(
     batch_size: int = 4,
     lr: float = 1e-4,
     seed: int = 0,
+    rounds: int = 2,
+    threads: int = 1,
+    num_workers: int = 1,
 ) -> dict[str, Any]:
     """Write data and weights under ``out_dir``, run both trainers, return their numbers."""
     from llava_video.model.llava_video import LlavaVideo
@@ -134,33 +144,46 @@ def run_train_benchmark(
     recipe = {
         "model": {"init": "path", "path": str(model_dir)},
         "data": {"train": str(data), "image_root": str(data.parent / "images"), "video_root": str(data.parent / "videos"),
-                 "num_frames": frames, "max_length": 4096},
+                 "num_frames": frames, "max_length": 4096, "num_workers": num_workers},
         "parts": {"projector": {"train": True}, "language_model": {"train": True}},
         "batching": {"batch_size": batch_size, "packing": True, "modality": "mixed", "group_by_length": False},
         "optim": {"lr": lr, "scheduler": "constant", "warmup_ratio": 0.0},
         "schedule": {"epochs": 1},
-        "checkpoint": {"output_dir": str(out / "ours"), "save_every": 10**9, "keep_last": 1, "resume": "none"},
+        "checkpoint": {"output_dir": "", "save_every": 10**9, "keep_last": 1, "resume": "none"},
         "logging": {"progress": False, "tensorboard": False},
-        "runtime": {"device": "cpu", "dtype": "float32", "attn": "sdpa", "seed": seed},
+        "runtime": {"device": "cpu", "dtype": "float32", "attn": "auto", "seed": seed},
     }
-    trainer = Trainer(TrainConfig.from_dict(recipe))
-    trainer.setup()
-    # The baseline runs first in this process, so any one-off warm-up it pays is not ours to skip.
-    hf = _run_hf_baseline(model_dir, trainer.dataset, batch_size=batch_size, lr=lr, out=out / "hf", seed=seed)
-    try:
-        trainer.train()
-    finally:
-        trainer.cleanup()
-    steps = [json.loads(line) for line in (out / "ours" / "metrics.jsonl").read_text().splitlines()]
-    ours = _throughput([s["tokens"] for s in steps], [s["processed_tokens"] for s in steps], [s["elapsed_s"] for s in steps])
+    torch.set_num_threads(threads)
+    # Alternate the two, best round each: a shared machine's load changes from minute to minute.
+    hf_rounds, our_rounds = [], []
+    for r in range(rounds):
+        recipe["checkpoint"]["output_dir"] = str(out / f"ours_{r}")
+        trainer = Trainer(TrainConfig.from_dict(recipe))
+        trainer.setup()
+        hf_rounds.append(_run_hf_baseline(model_dir, trainer.dataset, batch_size=batch_size, lr=lr, out=out / "hf", seed=seed,
+                                           num_workers=num_workers))
+        try:
+            trainer.train()
+        finally:
+            trainer.cleanup()
+        steps = [json.loads(line) for line in (out / f"ours_{r}" / "metrics.jsonl").read_text().splitlines()]
+        our_rounds.append(
+            _throughput([s["tokens"] for s in steps], [s["processed_tokens"] for s in steps], [s["elapsed_s"] for s in steps])
+        )
+    ours = max(our_rounds, key=lambda x: x["tokens_per_s"])
+    hf = max(hf_rounds, key=lambda x: x["tokens_per_s"])
     result = {
         "model_parameters": n_params,
         "records": len(trainer.dataset),
         "frames_per_video": frames,
         "batch_size": batch_size,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
+        "dataloader_workers": num_workers,
+        "rounds": rounds,
         "ours": ours,
         "hf_trainer_padded": hf,
+        "ours_tokens_per_s_by_round": [x["tokens_per_s"] for x in our_rounds],
+        "hf_tokens_per_s_by_round": [x["tokens_per_s"] for x in hf_rounds],
         "speedup": ours["tokens_per_s"] / hf["tokens_per_s"],
     }
     (out / "bench_train.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import torch
 
-from llava_video.data.batching import Batch, BadSample, Sample, collate
+from llava_video.data.batching import Batch, BadSample, ConversationDataset, Sample, collate
+from llava_video.data.records import Record
 from llava_video.errors import ConfigError
 
 __all__ = ["Objective", "SFTObjective", "build_objective", "OBJECTIVE_NAMES"]
@@ -24,9 +25,13 @@ class Objective(Protocol):
     def setup(self, *, model: torch.nn.Module, device: torch.device) -> None:
         """Build anything beyond the trained model (e.g. a frozen reference copy)."""
 
-    def collate(self, items: Sequence[Sample | BadSample]) -> Batch: ...
+    def build_dataset(self, records: Sequence[Record], **kwargs: Any) -> Any:
+        """The dataset of this objective's samples (kwargs: tokenizer, config, template, media, max_length).
+        It must expose ``records``, ``lengths`` and ``modalities`` for batching and reports."""
 
-    def loss(self, model: Callable[..., Any], batch: Batch, *, device: torch.device) -> torch.Tensor: ...
+    def collate(self, items: Sequence[Any]) -> Any: ...
+
+    def loss(self, model: Callable[..., Any], batch: Any, *, device: torch.device) -> torch.Tensor: ...
 
 
 class SFTObjective:
@@ -43,6 +48,9 @@ class SFTObjective:
 
     def setup(self, *, model: torch.nn.Module, device: torch.device) -> None:
         return None
+
+    def build_dataset(self, records: Sequence[Record], **kwargs: Any) -> ConversationDataset:
+        return ConversationDataset(records, **kwargs)
 
     def collate(self, items: Sequence[Sample | BadSample]) -> Batch:
         return collate(items, packing=self.packing, pad_token_id=self.pad_token_id, ignore_index=self.ignore_index)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from llava_video.data.batching import Batch, ConversationDataset, MediaLoader, MicroBatchSampler, plan_micro_batches
+from llava_video.data.batching import Batch, MediaLoader, MicroBatchSampler, plan_micro_batches
 from llava_video.data.conversation import template_for
 from llava_video.data.records import BadRecord, BadRecordReport, load_records, read_mixture
 from llava_video.errors import ConfigError
@@ -141,6 +141,7 @@ class Trainer:
             self.device = torch.device("cuda", self.env.local_rank)
             torch.cuda.set_device(self.device)
         self.compute_dtype = resolve_dtype(cfg.runtime.dtype, self.device)
+        torch.manual_seed(cfg.runtime.seed + self.env.rank)  # a resumed run restores its saved RNG state instead
         attn = resolve_attention(cfg.runtime.attn, self.device, self.compute_dtype)
         self.model = build_model(cfg, device=self.device, attn=attn)
         if cfg.batching.packing and cfg.runtime.attn == "auto" and attn == "sdpa":
@@ -235,7 +236,7 @@ class Trainer:
             return [dataset_entry_from_dict(e, where=str(path)) for e in read_mixture(path)]
         return [DatasetEntry(path=str(path))]
 
-    def _build_dataset(self) -> ConversationDataset:
+    def _build_dataset(self) -> Any:
         d = self.config.data
         records = load_records(
             self._dataset_entries(), image_root=d.image_root, video_root=d.video_root, seed=self.config.runtime.seed, report=self.report
@@ -244,7 +245,7 @@ class Trainer:
             processor=self.model.image_processor, num_frames=d.num_frames, fps=d.fps, max_frames=d.max_frames, backend=d.video_backend
         )
         template = template_for(self.model.config, self.model.tokenizer)
-        return ConversationDataset(
+        return self.objective.build_dataset(
             records, tokenizer=self.model.tokenizer, config=self.model.config, template=template, media=media, max_length=d.max_length
         )
 
