@@ -54,8 +54,10 @@ def test_bad_records_counted_reported_or_fatal(tiny_data, tmp_path, tiny_recipe)
                     "conversations": [{"from": "human", "value": "<video> hi"}, {"from": "gpt", "value": "x"}]})
     path = tiny_data.parent / "with_bad.json"
     path.write_text(json.dumps(records, indent=1))
-    summary = run_training(tiny_recipe("stage1", path, tmp_path / "skip", "schedule.max_steps=null", "schedule.epochs=1"))
+    summary = run_training(tiny_recipe("stage1", path, tmp_path / "skip", "schedule.max_steps=null", "schedule.epochs=1",
+                                       "logging.tensorboard=true"))
     assert summary.bad_records == 2
+    assert list((tmp_path / "skip" / "tensorboard").glob("events.out.tfevents.*"))
     saved = (latest_checkpoint(tmp_path / "skip") / "bad_records.jsonl").read_text().splitlines()
     reasons = {json.loads(line)["record_id"]: json.loads(line)["reason"] for line in saved}
     assert reasons["missing"].startswith("missing media") and reasons["broken_video"].startswith("media failed to load")
