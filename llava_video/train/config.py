@@ -218,6 +218,12 @@ class RuntimeSection:
     seed: int = 42
     gradient_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"runtime.device={self.device!r} is not one of auto, cpu, cuda[:N]")
+        _literal("runtime.dtype", self.dtype, Literal["auto", "float32", "bfloat16", "float16"])
+        _literal("runtime.attn", self.attn, Literal["auto", "sdpa", "eager", "flash_attention_2"])
+
 
 @dataclass
 class TrainConfig:

@@ -101,7 +101,11 @@ def build_model(config: TrainConfig, *, device: torch.device, attn: str) -> Any:
     m = config.model
     if m.init == "tiny":
         torch.manual_seed(m.seed)
-        model = LlavaVideo(tiny_config(**m.tiny), attn_implementation=attn)
+        try:
+            tiny = tiny_config(**m.tiny)
+        except TypeError as exc:
+            raise ConfigError(f"model.tiny: {exc}") from None
+        model = LlavaVideo(tiny, attn_implementation=attn)
         model.tokenizer = tiny_tokenizer(int(model.config.text.get("vocab_size", 512)))
         model.image_processor = _processor_for(model.config)
     else:

@@ -56,7 +56,8 @@ def test_unknown_keys_are_named(override, key):
 
 def test_bad_values_are_errors():
     base = REPO / "configs/tiny/stage1.yaml"
-    for override in ("batching.modality=both", "optim.lr=fast", "parts.projector.train=false", "data.on_bad_record=ignore"):
+    for override in ("batching.modality=both", "optim.lr=fast", "parts.projector.train=false", "data.on_bad_record=ignore",
+                     "runtime.dtype=fp8", "runtime.attn=flash", "runtime.device=tpu"):
         with pytest.raises(ConfigError):
             load_train_config(base, [override])
     cfg = load_train_config(base, ["optim.lr=1e-4", "schedule.max_steps=3"])
