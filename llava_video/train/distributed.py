@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "average_gradients", "all_reduce_sum", "barrier", "shutdown", "ensure_launcher_env"]
+__all__ = ["DistEnv", "init_distributed", "average_gradients", "all_reduce_sum", "gather_lists", "barrier", "shutdown", "ensure_launcher_env"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ def all_reduce_sum(values: list[float], env: DistEnv, device: torch.device) -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def gather_lists(items: list, env: DistEnv) -> list:
+    """Every process's ``items`` concatenated in rank order (the same result on every process)."""
+    if not env.active:
+        return list(items)
+    gathered: list = [None] * env.world
+    dist.all_gather_object(gathered, list(items))
+    return [x for part in gathered for x in part]
 
 
 def barrier(env: DistEnv) -> None:

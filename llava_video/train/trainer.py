@@ -26,7 +26,15 @@ from llava_video.model.packed_attention import register_packed_attention
 from llava_video.runtime import resolve_attention, resolve_device, resolve_dtype
 from llava_video.train import checkpointing as ckpt
 from llava_video.train.config import PART_NAMES, DatasetEntry, TrainConfig, dataset_entry_from_dict
-from llava_video.train.distributed import DistEnv, all_reduce_sum, average_gradients, barrier, init_distributed, shutdown
+from llava_video.train.distributed import (
+    DistEnv,
+    all_reduce_sum,
+    average_gradients,
+    barrier,
+    gather_lists,
+    init_distributed,
+    shutdown,
+)
 from llava_video.train.objectives import Objective, build_objective
 
 __all__ = ["Trainer", "TrainSummary", "run_training", "part_parameters", "build_model", "resolve_model_path"]
@@ -393,9 +401,10 @@ class Trainer:
         accum = len(micro)
         model = self.engine if self.engine is not None else self.model
         loss_sum, real, processed, counted = 0.0, 0, 0, 0
+        # Records that failed to load on any process, reported identically everywhere.
+        for index, reason in gather_lists([(b.index, b.reason) for batch in micro for b in batch.bad], self.env):
+            self.report.add_record(self.dataset.records[index], reason)
         for batch in micro:
-            for bad in batch.bad:
-                self.report.add_record(self.dataset.records[bad.index], bad.reason)
             real += batch.real_tokens
             processed += batch.processed_tokens
             if batch.num_samples == 0:
