@@ -243,12 +243,18 @@ def _bad_files(root: Path, good: Path) -> dict[str, tuple[Path, str]]:
     over = _write_faststart_mp4(root / "over.mp4", 40)  # index first, samples after: cut leaves 40 declared
     over.write_bytes(over.read_bytes()[: int(over.stat().st_size * 0.6)])
     cases["over-reported frame count"] = (over, "declares 40 frames")
-    corrupt = root / "corrupt.webm"  # header kept, every frame's data overwritten with noise
-    corrupt_src = bytearray((good.parent / "vp9.webm").read_bytes())
+    # Frame data overwritten with noise, index (moov, at the end) intact: nothing decodes / a part fails.
+    moov = data.rfind(b"moov") - 4
     rng = np.random.default_rng(0)
-    corrupt_src[400:] = rng.integers(0, 256, len(corrupt_src) - 400, dtype=np.uint8).tobytes()
-    corrupt.write_bytes(bytes(corrupt_src))
-    cases["corrupt"] = (corrupt, "")
+    for name, lo, hi, reason in [
+        ("corrupt", 60, moov, "zero decodable frames"),
+        ("partly corrupt", moov // 2, moov // 2 + 300, "could not be decoded"),
+    ]:
+        broken = bytearray(data)
+        broken[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+        target = root / f"{name.replace(' ', '_')}.mp4"
+        target.write_bytes(bytes(broken))
+        cases[name] = (target, reason)
     _write_tone(root / "tone.wav", with_video_stream=False)
     cases["audio only"] = (root / "tone.wav", "audio-only")
     _write_tone(root / "novideo.mkv", with_video_stream=True)  # a video stream that holds no packets
