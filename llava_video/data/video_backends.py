@@ -36,8 +36,9 @@ __all__ = [
     "DECORD_UNSAFE_CODECS",
 ]
 
-# Decoding this many frames costs about as much as one seek plus the decoder's refill after a flush
-# (frame threads must fill again); closer targets are reached by decoding on. Tuned on tools/bench_decode.py.
+# Roughly what one seek costs in decoded frames (the flush empties the frame-thread pipeline, which must
+# fill again); closer targets are reached by decoding on. A judgement, not a tuned value: on the
+# benchmark clips the result was already below every single method (docs/benchmarks.md).
 SEEK_MARGIN_FRAMES = 8
 # Measured on generated clips with decord2 3.4.0: HEVC (open GOP) came back with wrong frames after seeks,
 # HEVC with closed GOP failed with "Error sending packet"; GIF is not a format decord reads.

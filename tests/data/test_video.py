@@ -100,6 +100,8 @@ def test_variable_frame_rate_uses_packet_times(tmp_path: Path) -> None:
     expected = [0, 6, 8] + ([9] if clip.duration > 3.0 else [])
     assert per_second.indices == expected
     assert _numbers(per_second) == expected
+    if HAS_DECORD:
+        assert np.array_equal(load_video(path, num_frames=None, backend="decord").frames, clip.frames)
 
 
 @pytest.mark.parametrize("rotation", [90, 180, -90])
@@ -290,6 +292,29 @@ def test_decoding_is_time_bounded(clip_dir: Path) -> None:
     with pytest.raises(VideoDecodeError, match="timeout"):
         load_video(clip_dir / "hevc.mkv", num_frames=None, timeout=1e-4)
     assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.skipif(not HAS_DECORD, reason="decord not installed")
+def test_hanging_decord_becomes_timeout_error(clip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import decord
+
+    def stuck_reader(*args: object, **kwargs: object) -> None:
+        time.sleep(3)  # stands in for decord's known hangs; the abandoned daemon thread ends by itself
+
+    monkeypatch.setattr(decord, "VideoReader", stuck_reader)
+    t0 = time.monotonic()
+    with pytest.raises(VideoDecodeError, match="decord did not finish"):
+        load_video(clip_dir / "h264.mp4", backend="decord", timeout=0.5)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_decord_refuses_gif(tmp_path: Path) -> None:
+    images = [Image.fromarray(f) for f in numbered_frames(3, 16, 16)]
+    images[0].save(tmp_path / "a.gif", save_all=True, append_images=images[1:], duration=100)
+    if HAS_DECORD:
+        with pytest.raises(VideoDecodeError, match="decord is not used"):
+            load_video(tmp_path / "a.gif", backend="decord")
+    assert load_video(tmp_path / "a.gif", backend="auto").frames.shape == (3, 16, 16, 3)
 
 
 def test_bad_arguments() -> None:
