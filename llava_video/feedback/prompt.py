@@ -123,6 +123,7 @@ def parse_judge_reply(text: str) -> ParsedJudgement:
     explanation_match = _EXPLANATION.search(text)
     if explanation_match:
         explanation = explanation_match.group(1).strip()
-    else:  # no "Explanation:" label: everything before the score line explains it
-        explanation = text[: matches[-1].start()].strip()
+    else:  # no "Explanation:" label: the lines before the score's line explain it
+        line_start = text.rfind("\n", 0, matches[-1].start()) + 1
+        explanation = text[:line_start].strip()
     return _checked(int(raw), explanation)
