@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llava_video.errors import LlavaVideoError
+from llava_video.cli.common import run_reporting_errors
 from llava_video.feedback.pairs import build_pairs_file
 
 __all__ = ["build_parser", "main"]
@@ -29,15 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = build_pairs_file(judged_path=args.judged, output_path=args.output,
-                                  report_path=args.report or f"{args.output}.report.json",
-                                  min_margin=args.min_margin)
-    except (LlavaVideoError, OSError) as exc:
-        print(f"build_pairs: error: {exc}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+
+    def work() -> str:
+        return build_pairs_file(judged_path=args.judged, output_path=args.output,
+                                report_path=args.report or f"{args.output}.report.json",
+                                min_margin=args.min_margin).summary()
+
+    return run_reporting_errors("build_pairs", work)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from llava_video.errors import ConfigError, LlavaVideoError
+from llava_video.cli.common import run_reporting_errors
+from llava_video.errors import ConfigError
 from llava_video.feedback.judge import judge_candidates
 from llava_video.feedback.judges import Judge, OpenAICompatibleJudge, RuleBasedJudge
 
@@ -99,16 +100,14 @@ def build_judge(args: argparse.Namespace) -> Judge:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        judge = build_judge(args)
+
+    def work() -> str:
         cache = None if args.no_cache else (args.cache or f"{args.output}.cache.jsonl")
-        report = judge_candidates(candidates_path=args.candidates, output_path=args.output, judge=judge,
-                                  cache_path=cache, retry_failed=args.retry_failed, progress=not args.no_progress)
-    except (LlavaVideoError, OSError) as exc:
-        print(f"judge: error: {exc}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
+        return judge_candidates(candidates_path=args.candidates, output_path=args.output, judge=build_judge(args),
+                                cache_path=cache, retry_failed=args.retry_failed,
+                                progress=not args.no_progress).summary()
+
+    return run_reporting_errors("judge", work)
 
 
 if __name__ == "__main__":
