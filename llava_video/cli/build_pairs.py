@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llava_video.cli.common import run_reporting_errors
+from llava_video.cli.common import ArgumentParser, run_reporting_errors
 from llava_video.feedback.pairs import build_pairs_file
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="build_pairs.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="build_pairs.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--judged", required=True, help="judged JSONL written by judge.py")
     parser.add_argument("--output", required=True, help="pairs JSONL to write")
     parser.add_argument("--report", default=None, help="report JSON (default: <output>.report.json)")

@@ -16,7 +16,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from llava_video.cli.common import run_reporting_errors
+from llava_video.cli.common import ArgumentParser, run_reporting_errors
 from llava_video.errors import ConfigError
 from llava_video.feedback.judge import judge_candidates
 from llava_video.feedback.judges import Judge, OpenAICompatibleJudge, RuleBasedJudge
@@ -27,7 +27,7 @@ DEFAULT_RULE = "llava_video.feedback.judges.rule_based:reference_overlap_rule"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="judge.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="judge.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", required=True, help="candidates JSONL (see docs/dpo.md)")
     parser.add_argument("--output", required=True, help="judged JSONL, appended to and resumed")
     parser.add_argument("--cache", default=None, help="verdict cache JSONL (default: <output>.cache.jsonl)")

@@ -330,6 +330,19 @@ class LlavaVideo(nn.Module):
         tokens = torch.stack(generated, dim=1) if generated else torch.empty(b, 0, dtype=torch.long, device=device)
         return (tokens, past) if return_cache else tokens
 
+    # ---- conversation ---------------------------------------------------------------------------
+    def chat(self, *, video: Any = None, prompt: str | None = None, history: Sequence[Any] = (), frames: int | str | None = 32, **kwargs: Any) -> Any:
+        """Ask about a video (a path or a decoded ``VideoClip``) and/or ``images=[...]``.
+
+        Returns a ``ChatResult`` (``.answer``, frame indices, budget and timings). ``history`` holds earlier
+        (question, answer) pairs or messages; ``frames="auto"`` picks the most frames that fit; generation
+        keywords: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_p``, ``top_k``, ``seed``; ``on_text``
+        receives the answer as it streams. See ``llava_video.inference.pipeline.ask``.
+        """
+        from llava_video.inference.pipeline import DEFAULT_PROMPT, ask
+
+        return ask(self, video=video, prompt=prompt or DEFAULT_PROMPT, history=history, frames=frames, **kwargs)
+
     # ---- checkpoints ----------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
