@@ -134,6 +134,8 @@ def run(argv: Sequence[str] | None = None, *, model_binder: ModelBinder = bind_m
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error already printed on one line (2)
+        return int(exc.code or 0)
     except (LlavaVideoError, ValueError) as exc:
         print(f"eval_nextqa: error: {exc}", file=sys.stderr)
         return 2
