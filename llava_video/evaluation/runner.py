@@ -206,6 +206,8 @@ class _FramePrefetcher:
                       if num_workers > 0 else None)
         self._pending: dict[Path, cf.Future] = {}
         self._uses: Counter[Path] = Counter()
+        self._order: list[Path] = []
+        self._cursor = 0
 
     def plan(self, paths: Sequence[Path]) -> None:
         self._order = list(paths)
