@@ -64,24 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ==========================================================================================================
-# MODEL BINDING: the single place where the evaluation meets the real model. Wire it after the inference
-# API lands: load the checkpoint once, return a function that answers a batch of requests greedily.
-# Each QARequest carries ``clip`` (a llava_video.data.video.VideoClip, frames (T, H, W, 3) uint8) and
-# ``prompt`` (question + options + instruction, without any chat template or <video> token).
+# MODEL BINDING: the single place where the evaluation meets the real model. It walks the inference
+# pipeline every other command uses (preprocess -> conversation template -> budget -> batched greedy
+# generation); each QARequest carries ``clip`` (a VideoClip) and ``prompt`` (question + options +
+# instruction, no chat template, no <video> marker).
 # ==========================================================================================================
 def bind_model(args: argparse.Namespace) -> AnswerBatchFn:
-    try:
-        from llava_video.inference import LlavaVideo  # type: ignore[attr-defined]
-    except ImportError:
-        raise LlavaVideoError("the inference API (llava_video.inference.LlavaVideo) is not available yet: "
-                              "eval_nextqa cannot load a model in this build") from None
-    model = LlavaVideo.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    max_new_tokens = args.max_new_tokens or (16 if args.task == "mc" else 64)
+    from llava_video import LlavaVideo
+    from llava_video.cli.infer_video import resolve_model_path
+    from llava_video.inference import pipeline as pl
+
+    model = LlavaVideo.from_pretrained(resolve_model_path(str(args.model)), device=args.device, dtype=args.dtype)
+    settings = pl.GenerationSettings(max_new_tokens=args.max_new_tokens or (16 if args.task == "mc" else 64))
 
     def answer_batch(requests: list[QARequest]) -> list[str]:
-        # TODO(lead): replace with the batched chat call of the inference API once it is merged.
-        return model.chat_batch(videos=[r.clip for r in requests], prompts=[r.prompt for r in requests],
-                                max_new_tokens=max_new_tokens, do_sample=False)
+        prepared = [
+            pl.prepare_request(
+                model, pl.load_visual(model, video=r.clip), pl.build_messages(r.prompt), max_new_tokens=settings.max_new_tokens
+            )
+            for r in requests
+        ]
+        return [result.answer for result in pl.generate_batch(model, prepared, settings)]
 
     return answer_batch
 # ==========================================================================================================
