@@ -10,8 +10,8 @@ answer and the model's answer). The world's language is small, so answers can be
 - 2: on topic but wrong (some overlap, or a word of the same kind as the reference, e.g. another colour);
 - 1: empty or irrelevant.
 
-An extra word is *wrong* when it is of a kind the reference answers (another colour when the question
-asks for a colour) or when it appears neither in the caption nor in the question. Repeating the
+An extra word is *wrong* when it is of a kind the reference or the question uses (another colour when
+the question asks for a colour, "green" about "the red object") or when the caption does not have it. Repeating the
 question's words ("the red square moves left") is not penalised.
 """
 
@@ -115,7 +115,9 @@ def score_answer(*, caption: str, question: str, reference: str, answer: str) ->
     matched = reference_words & answer_words
     # Repeating the question's own words ("the red circle appears, then ...") is never wrong.
     extras = answer_words - matched - question_words
-    wrong = {w for w in extras if word_kind(w) in reference_kinds or w not in caption_words}
+    # A new word of a kind the reference or the question uses contradicts them ("green" about "the red object").
+    checked_kinds = reference_kinds | {word_kind(w) for w in question_words}
+    wrong = {w for w in extras if word_kind(w) in checked_kinds or w not in caption_words}
     recall = len(matched) / len(reference_words)
     precision = 1.0 - len(wrong) / len(answer_words)
     if recall == 1.0 and not wrong:
