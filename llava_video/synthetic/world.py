@@ -32,6 +32,7 @@ __all__ = [
     "EVENTS",
     "REGIONS",
     "WorldConfig",
+    "ComboRule",
     "SceneObject",
     "Scene",
     "sample_scene",
