@@ -243,7 +243,10 @@ def prepare_request(
         image_sizes=visual.image_sizes,
         max_rope_factor=max_rope_factor,
     )
+    # Report the question as the user wrote it, without the visual markers placed in front of it.
     prompt_text = messages[-1]["content"]
+    while prompt_text.startswith((IMAGE_MARKER + "\n", VIDEO_MARKER + "\n")):
+        prompt_text = prompt_text.split("\n", 1)[1]
     return PreparedRequest(visual=visual, messages=list(messages), input_ids=enc.input_ids, budget=budget, prompt_text=prompt_text)
 
 

@@ -53,7 +53,7 @@ def test_json_fields_and_agreement_with_python_api_and_transformers(ckpt, clip, 
                 "rope_scaling_factor", "prompt", "answer", "seconds", "tokens_per_second"):
         assert key in record, key
     assert set(record["seconds"]) == {"decode", "preprocess", "vision_encode", "prefill", "generate"}
-    assert record["frame_indices"] == [0, 4, 7, 11]  # linspace(0, 11, 4) rounded
+    assert record["frame_indices"] == [0, 3, 7, 11]  # np.linspace(0, 11, 4, dtype=int), as LLaVA-NeXT-Video samples
     model = LlavaVideo.from_pretrained(ckpt)
     assert record["num_visual_tokens"] == model.config.video_token_count(4)
     assert record["prompt"] == pl.DEFAULT_PROMPT
@@ -109,7 +109,7 @@ def test_32_frames_on_a_4096_position_model_pick_factor_2(tmp_path, capsys):
     assert len(record["frame_indices"]) == (4096 - 4 - text_tokens) // 144
     assert record["rope_scaling_factor"] == 1.0
     # An impossible request: exit 2 and one line naming the numbers.
-    code = infer_video.main(["--model", str(path), "--frames", "200", "--max-new-tokens", "4", str(clip)])
+    code = infer_video.main(["--model", str(path), "--frames", "32", "--max-rope-factor", "1", "--max-new-tokens", "4", str(clip)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "tokens" in err and "RoPE" in err
 
@@ -119,11 +119,15 @@ def test_chat_two_turns_run_the_vision_tower_once(ckpt, clip, monkeypatch, capsy
     calls = []
     model.vision_tower.register_forward_hook(lambda *a: calls.append(1))
     monkeypatch.setattr(infer_video, "_load_model", lambda args: model)
-    monkeypatch.setattr(sys, "stdin", io.StringIO("What moves?\nAnd then?\n/quit\n"))
+    answers = []
+    ask = pl.ChatSession.ask
+    monkeypatch.setattr(pl.ChatSession, "ask", lambda self, q, **kw: answers.append(ask(self, q, **kw)) or answers[-1])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What moves?\n/reset\nAnd then?\nAgain?\n/quit\nnever asked\n"))
     assert infer_video.main(["--chat", "--frames", "4", "--max-new-tokens", "6", str(clip)]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2  # one streamed answer per turn
-    assert len(calls) == 1
+    out = capsys.readouterr().out
+    assert len(answers) == 3 and all(a.answer in out for a in answers)  # each answer was streamed
+    assert [a.prompt for a in answers] == ["What moves?", "And then?", "Again?"]
+    assert len(calls) == 1  # the vision tower ran once for all turns
 
 
 def test_chat_session_reuses_the_prefix_cache(ckpt, clip):
