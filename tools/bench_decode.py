@@ -149,6 +149,66 @@ def median_ms(
     return {label: statistics.median(t) for label, t in times.items()}
 
 
+def peak_rss(clip_dir: Path, frames: int) -> None:
+    """Sample ``frames`` frames from a 10-minute 1080p clip in a fresh process; print its peak RSS."""
+    import subprocess
+
+    path = clip_dir / "600s-1080p-10fps.mp4"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.mp4")
+        height, width, rate = 1080, 1920, 10
+        yy, xx = np.mgrid[0:height, 0:width]
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast", "crf": "28"}
+            base = np.empty((height, width, 3), dtype=np.uint8)  # (H, W, 3)
+            base[..., 0], base[..., 1], base[..., 2] = xx % 256, yy % 256, 128
+            for i in range(600 * rate):
+                frame = np.roll(base, i * 4, axis=1)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        tmp.replace(path)
+    code = (
+        "import resource, sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from llava_video.data.video import load_video;"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; t = time.perf_counter();"
+        f"clip = load_video(sys.argv[2], num_frames={frames}); dt = time.perf_counter() - t;"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+        "print(f'peak RSS {peak:.0f} MB (after imports {base:.0f} MB; frames alone {clip.frames.nbytes / 2**20:.0f} MB)"
+        " for {len(clip.indices)} of {clip.num_source_frames} frames, {clip.frames.shape}, {dt:.1f} s')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(path)], check=True)
+
+
+def preprocess_speed(runs: int, frames: int) -> None:
+    """Frames per second of preprocess_frames vs transformers' CLIPImageProcessorPil (336 crop)."""
+    from PIL import Image
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from llava_video.data.preprocess import ImageProcessorConfig, preprocess_frames
+
+    config = ImageProcessorConfig()
+    reference = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    print(f"# preprocessing {frames} frames to 336x336, median of {runs} runs, frames/s")
+    print("| input | ours | CLIPImageProcessorPil | ratio | max diff (levels) |\n|---|---|---|---|---|")
+    for height, width in ((360, 640), (720, 1280)):
+        batch = np.random.default_rng(0).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+        ours_t, ref_t = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            got = preprocess_frames(batch, config)
+            ours_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            want = reference([Image.fromarray(f) for f in batch], return_tensors="pt")["pixel_values"]
+            ref_t.append(time.perf_counter() - t0)
+        diff = float(((got - want).abs() * 0.27577711).max() * 255)
+        ours_fps, ref_fps = frames / statistics.median(ours_t), frames / statistics.median(ref_t)
+        print(f"| {width}x{height} | {ours_fps:.0f} | {ref_fps:.0f} | {ours_fps / ref_fps:.2f}x | {diff:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -156,7 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-dir", type=Path, default=Path(tempfile.gettempdir()) / "llava_video_bench")
     parser.add_argument("--only", default="", help="comma-separated clip names (default: all)")
     parser.add_argument("--extra", action="store_true", help="also time ours with each backend forced")
+    parser.add_argument("--peak-rss", action="store_true", help="only measure peak RSS on a 10-minute 1080p clip")
+    parser.add_argument("--preprocess", action="store_true", help="only time preprocessing against transformers")
     args = parser.parse_args(argv)
+    if args.preprocess:
+        preprocess_speed(args.runs, args.frames)
+        return 0
+    if args.peak_rss:
+        args.clip_dir.mkdir(parents=True, exist_ok=True)
+        peak_rss(args.clip_dir, args.frames)
+        return 0
     names = [n for n in args.only.split(",") if n] or list(CLIPS)
     unknown = [n for n in names if n not in CLIPS]
     if unknown or args.runs < 1 or args.frames < 1:

@@ -17,7 +17,6 @@ import numpy as np
 
 from llava_video.data.video_backends import (
     Deadline,
-    StreamIndex,
     build_index,
     check_media_path,
     decode_decord,
@@ -27,12 +26,16 @@ from llava_video.data.video_backends import (
 from llava_video.errors import ConfigError, VideoDecodeError
 from llava_video.optional import is_available
 
-__all__ = ["VideoClip", "load_video", "sample_indices", "IMAGE_SUFFIXES", "Backend"]
+__all__ = ["VideoClip", "load_video", "sample_indices", "EmptyWindowError", "IMAGE_SUFFIXES", "Backend"]
 
 Backend = Literal["auto", "pyav", "decord"]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 # Tolerance when comparing a frame's time with a sampling instant (float seconds from integer pts).
 _TIME_EPS = 1e-6
+
+
+class EmptyWindowError(ConfigError):
+    """The requested time window holds no frame of this source (load_video reports it per file)."""
 
 
 @dataclass
@@ -99,7 +102,7 @@ def sample_indices(
         assert times is not None
         candidates = candidates[(times >= lo) & (times < hi)]
         if candidates.size == 0:
-            raise ConfigError(
+            raise EmptyWindowError(
                 f"no frame is shown in the window [{start}, {end}) s (the source spans "
                 f"{times[0]:.3f}-{times[-1]:.3f} s)"
             )
@@ -189,7 +192,7 @@ def load_video(
 
     deadline = Deadline(str(path), timeout)
     index = build_index(path, deadline)
-    chosen = _sample_from_index(path, index, sampling)
+    chosen = _sample_for(path, index.num_frames, timestamps=index.timestamps, duration=index.duration, **sampling)
     wanted = np.asarray(chosen, dtype=np.int64)
     use_decord = backend == "decord"
     if use_decord:
@@ -211,13 +214,11 @@ def load_video(
     )
 
 
-def _sample_from_index(path: Path, index: StreamIndex, sampling: dict) -> list[int]:
+def _sample_for(path: Path, num_source_frames: int, **kwargs: object) -> list[int]:
     try:
-        return sample_indices(index.num_frames, timestamps=index.timestamps, duration=index.duration, **sampling)
-    except ConfigError as exc:
-        if "window" in str(exc):  # the request is fine, this file is too short for it
-            raise VideoDecodeError(path, str(exc)) from None
-        raise
+        return sample_indices(num_source_frames, **kwargs)  # type: ignore[arg-type]
+    except EmptyWindowError as exc:  # the request is fine, this file is too short for it
+        raise VideoDecodeError(path, str(exc)) from None
 
 
 def _natural_key(name: str) -> list[object]:
@@ -238,7 +239,7 @@ def _read_image(path: Path) -> np.ndarray:
 
 def _load_image(path: Path, **sampling: object) -> VideoClip:
     frame = _read_image(path)
-    chosen = sample_indices(1, source_fps=1.0, duration=1.0, **sampling)  # validates the arguments; always [0]
+    chosen = _sample_for(path, 1, source_fps=1.0, duration=1.0, **sampling)  # validates the arguments; [0]
     return VideoClip(frames=frame[None], indices=chosen, timestamps=[0.0], duration=1.0, source_fps=1.0,
                      path=str(path), num_source_frames=1)
 
@@ -250,12 +251,7 @@ def _load_frame_dir(path: Path, *, frame_dir_fps: float, **sampling: object) -> 
                    key=lambda p: _natural_key(p.name))
     if not files:
         raise VideoDecodeError(path, "directory holds no frame images (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
-    try:
-        chosen = sample_indices(len(files), source_fps=frame_dir_fps, duration=len(files) / frame_dir_fps, **sampling)
-    except ConfigError as exc:
-        if "window" in str(exc):
-            raise VideoDecodeError(path, str(exc)) from None
-        raise
+    chosen = _sample_for(path, len(files), source_fps=frame_dir_fps, duration=len(files) / frame_dir_fps, **sampling)
     frames = [_read_image(files[i]) for i in chosen]
     if len({f.shape for f in frames}) > 1:
         raise VideoDecodeError(path, f"frame images differ in size: {sorted({f.shape[:2] for f in frames})}")

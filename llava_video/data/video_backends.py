@@ -13,6 +13,7 @@ import math
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,15 +30,15 @@ __all__ = [
     "build_index",
     "decode_pyav",
     "decode_decord",
-    "decord_frame_count",
     "rotate_frames",
     "check_media_path",
     "SEEK_MARGIN_FRAMES",
     "DECORD_UNSAFE_CODECS",
 ]
 
-# Decoding this many frames costs about as much as one seek plus the decoder's refill after a flush
-# (frame threads must fill again); closer targets are reached by decoding on. Tuned on tools/bench_decode.py.
+# Roughly what one seek costs in decoded frames (the flush empties the frame-thread pipeline, which must
+# fill again); closer targets are reached by decoding on. A judgement, not a tuned value: on the
+# benchmark clips the result was already below every single method (docs/benchmarks.md).
 SEEK_MARGIN_FRAMES = 8
 # Measured on generated clips with decord2 3.4.0: HEVC (open GOP) came back with wrong frames after seeks,
 # HEVC with closed GOP failed with "Error sending packet"; GIF is not a format decord reads.
@@ -265,6 +266,9 @@ def _decode_pass(
     # Keyframe at or before each frame: the latest keyframe index seen so far along presentation order.
     key_before = np.maximum.accumulate(np.where(index.keyframe, np.arange(index.num_frames), 0))
     pts_to_idx = {int(p): i for i, p in enumerate(index.pts)} if index.seekable else None
+    # Skipping non-reference frames is only safe when frames are identified by timestamp, and is left
+    # out of the retry pass so that pass is as plain as decoding gets.
+    keep_pts = {int(index.pts[i]) for i in todo} if (allow_seek and pts_to_idx is not None) else None
     with open_container(path, deadline) as container:
         stream = container.streams[index.stream_index]
         stream.codec_context.thread_type = "AUTO"  # frame + slice threads
@@ -272,15 +276,13 @@ def _decode_pass(
         cursor, last_idx, counted = 0, -1, -1
         start_key = 0
         while cursor < todo.size:
-            target = int(todo[cursor])
-            key = int(key_before[target])
+            key = int(key_before[int(todo[cursor])])
             if allow_seek and key > 0 and (last_idx < 0 or key > last_idx + SEEK_MARGIN_FRAMES):
                 container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
                 start_key = key
             reached_end = True
             try:
-                for frame in container.decode(stream):
-                    deadline.check()
+                for frame in _decoded_frames(container, stream, keep_pts, deadline):
                     counted += 1
                     if pts_to_idx is None:
                         idx = counted
@@ -309,9 +311,21 @@ def _decode_pass(
                 return
 
 
-def decord_frame_count(path: Path) -> int:
-    decord = require("decord", "the decord video backend")
-    return len(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0))
+def _decoded_frames(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    keep_pts: set[int] | None,
+    deadline: Deadline,
+) -> Iterator[av.VideoFrame]:
+    """Demux and decode; with ``keep_pts``, packets of unwanted frames may skip decoding if nothing
+    references them (FFmpeg's skip_frame=NONREF, set per packet: frame threads copy it at submission)."""
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        deadline.check()
+        if keep_pts is not None:
+            wanted = packet.pts is None or packet.pts in keep_pts
+            codec.skip_frame = "DEFAULT" if wanted else "NONREF"
+        yield from codec.decode(packet)
 
 
 def decode_decord(

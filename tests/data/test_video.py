@@ -100,6 +100,8 @@ def test_variable_frame_rate_uses_packet_times(tmp_path: Path) -> None:
     expected = [0, 6, 8] + ([9] if clip.duration > 3.0 else [])
     assert per_second.indices == expected
     assert _numbers(per_second) == expected
+    if HAS_DECORD:
+        assert np.array_equal(load_video(path, num_frames=None, backend="decord").frames, clip.frames)
 
 
 @pytest.mark.parametrize("rotation", [90, 180, -90])
@@ -243,12 +245,18 @@ def _bad_files(root: Path, good: Path) -> dict[str, tuple[Path, str]]:
     over = _write_faststart_mp4(root / "over.mp4", 40)  # index first, samples after: cut leaves 40 declared
     over.write_bytes(over.read_bytes()[: int(over.stat().st_size * 0.6)])
     cases["over-reported frame count"] = (over, "declares 40 frames")
-    corrupt = root / "corrupt.webm"  # header kept, every frame's data overwritten with noise
-    corrupt_src = bytearray((good.parent / "vp9.webm").read_bytes())
+    # Frame data overwritten with noise, index (moov, at the end) intact: nothing decodes / a part fails.
+    moov = data.rfind(b"moov") - 4
     rng = np.random.default_rng(0)
-    corrupt_src[400:] = rng.integers(0, 256, len(corrupt_src) - 400, dtype=np.uint8).tobytes()
-    corrupt.write_bytes(bytes(corrupt_src))
-    cases["corrupt"] = (corrupt, "")
+    for name, lo, hi, reason in [
+        ("corrupt", 60, moov, "zero decodable frames"),
+        ("partly corrupt", moov // 2, moov // 2 + 300, "could not be decoded"),
+    ]:
+        broken = bytearray(data)
+        broken[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+        target = root / f"{name.replace(' ', '_')}.mp4"
+        target.write_bytes(bytes(broken))
+        cases[name] = (target, reason)
     _write_tone(root / "tone.wav", with_video_stream=False)
     cases["audio only"] = (root / "tone.wav", "audio-only")
     _write_tone(root / "novideo.mkv", with_video_stream=True)  # a video stream that holds no packets
@@ -284,6 +292,29 @@ def test_decoding_is_time_bounded(clip_dir: Path) -> None:
     with pytest.raises(VideoDecodeError, match="timeout"):
         load_video(clip_dir / "hevc.mkv", num_frames=None, timeout=1e-4)
     assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.skipif(not HAS_DECORD, reason="decord not installed")
+def test_hanging_decord_becomes_timeout_error(clip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import decord
+
+    def stuck_reader(*args: object, **kwargs: object) -> None:
+        time.sleep(3)  # stands in for decord's known hangs; the abandoned daemon thread ends by itself
+
+    monkeypatch.setattr(decord, "VideoReader", stuck_reader)
+    t0 = time.monotonic()
+    with pytest.raises(VideoDecodeError, match="decord did not finish"):
+        load_video(clip_dir / "h264.mp4", backend="decord", timeout=0.5)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_decord_refuses_gif(tmp_path: Path) -> None:
+    images = [Image.fromarray(f) for f in numbered_frames(3, 16, 16)]
+    images[0].save(tmp_path / "a.gif", save_all=True, append_images=images[1:], duration=100)
+    if HAS_DECORD:
+        with pytest.raises(VideoDecodeError, match="decord is not used"):
+            load_video(tmp_path / "a.gif", backend="decord")
+    assert load_video(tmp_path / "a.gif", backend="auto").frames.shape == (3, 16, 16, 3)
 
 
 def test_bad_arguments() -> None:
