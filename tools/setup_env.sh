@@ -10,4 +10,7 @@ fi
 # The constraints file pins torch to the CPU build's version, so no extra pulls a CUDA build.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+# WordNet 3.0 + the lemmatiser's tagger for the NExT-QA open-ended scorer, into .nltk_data (offline-safe;
+# installs Debian's wordnet packages with apt-get when missing and running as root).
+.venv/bin/python -m llava_video.evaluation.wordnet_setup
 echo "llava-video: environment ready in .venv"

@@ -1,0 +1,1 @@
+"""Command-line entry points; ``tools/*.py`` are thin wrappers over the ``main`` functions here."""

@@ -266,22 +266,31 @@ class LlavaVideo(nn.Module):
         eos_token_id: int | Sequence[int] | None = None,
         pad_token_id: int | None = None,
         generator: torch.Generator | None = None,
-        on_token: Callable[[torch.Tensor], None] | None = None,
-    ) -> torch.Tensor:
+        on_token: Callable[[torch.Tensor], bool | None] | None = None,
+        past_key_values: Any = None,
+        return_cache: bool = False,
+    ) -> Any:
         """New token ids (b, n <= max_new_tokens), decoded with a KV cache; finished rows padded.
 
         Left-pad batches (``attention_mask`` zeros on the left). ``on_token`` receives each step's
-        (b,) tokens, for streaming.
+        (b,) tokens, for streaming; returning True stops generation. To continue a conversation, pass
+        the ``past_key_values`` of an earlier call and only the new tokens; ``attention_mask`` then
+        covers past and new tokens. With ``return_cache`` the result is ``(tokens, cache)``; the cache
+        holds every token but the last one generated.
         """
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(
                 input_ids, pixel_values=pixel_values, image_sizes=image_sizes, pixel_values_videos=pixel_values_videos
             )
-        b, prompt_len, _ = inputs_embeds.shape
+        b, new_len, _ = inputs_embeds.shape
         device = inputs_embeds.device
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        prompt_len = past_len + new_len
         if attention_mask is None:
             attention_mask = torch.ones(b, prompt_len, dtype=torch.long, device=device)
         attention_mask = attention_mask.to(device=device, dtype=torch.long)
+        if attention_mask.shape[1] != prompt_len:
+            raise InputError(f"attention_mask covers {attention_mask.shape[1]} positions, past + new tokens are {prompt_len}")
         if prompt_len + max_new_tokens > self.context_length:
             raise InputError(
                 f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceed the context "
@@ -290,11 +299,11 @@ class LlavaVideo(nn.Module):
         eos = _as_id_set(eos_token_id if eos_token_id is not None else getattr(self.tokenizer, "eos_token_id", None))
         pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
         # Positions count real tokens only, so left padding does not shift the rotary phase.
-        position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+        position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)[:, past_len:]
         embed = self.language_model.get_input_embeddings()
         unfinished = torch.ones(b, dtype=torch.bool, device=device)
         generated: list[torch.Tensor] = []
-        past = None
+        past = past_key_values
         step_embeds = inputs_embeds
         for _ in range(max_new_tokens):
             out = self.forward(
@@ -310,18 +319,29 @@ class LlavaVideo(nn.Module):
             next_tokens = _pick_next(logits, do_sample, temperature, top_p, top_k, generator)
             next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad))
             generated.append(next_tokens)
-            if on_token is not None:
-                on_token(next_tokens)
+            stop = bool(on_token(next_tokens)) if on_token is not None else False
             if eos:
                 unfinished &= ~torch.isin(next_tokens, torch.tensor(sorted(eos), device=device))
-            if not unfinished.any():
+            if stop or not unfinished.any():
                 break
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1)], dim=1)
             position_ids = position_ids[:, -1:] + 1
             step_embeds = embed(next_tokens[:, None])  # (b, 1, D)
-        if not generated:
-            return torch.empty(b, 0, dtype=torch.long, device=device)
-        return torch.stack(generated, dim=1)
+        tokens = torch.stack(generated, dim=1) if generated else torch.empty(b, 0, dtype=torch.long, device=device)
+        return (tokens, past) if return_cache else tokens
+
+    # ---- conversation ---------------------------------------------------------------------------
+    def chat(self, *, video: Any = None, prompt: str | None = None, history: Sequence[Any] = (), frames: int | str | None = 32, **kwargs: Any) -> Any:
+        """Ask about a video (a path or a decoded ``VideoClip``) and/or ``images=[...]``.
+
+        Returns a ``ChatResult`` (``.answer``, frame indices, budget and timings). ``history`` holds earlier
+        (question, answer) pairs or messages; ``frames="auto"`` picks the most frames that fit; generation
+        keywords: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_p``, ``top_k``, ``seed``; ``on_text``
+        receives the answer as it streams. See ``llava_video.inference.pipeline.ask``.
+        """
+        from llava_video.inference.pipeline import DEFAULT_PROMPT, ask
+
+        return ask(self, video=video, prompt=prompt or DEFAULT_PROMPT, history=history, frames=frames, **kwargs)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     @classmethod

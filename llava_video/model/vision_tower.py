@@ -52,10 +52,28 @@ class VisionTower(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def _hidden_states(self, pixel_values: torch.Tensor, upto: int) -> list[torch.Tensor]:
+        """Hidden states 0..upto (0 = the encoder's input), as ``output_hidden_states`` numbers them.
+
+        Layers past the deepest selected one are never run: LLaVA reads layer -2, so the last layer
+        of the tower would be computed for nothing.
+        """
+        vm = self.vision_model
+        hidden = vm.embeddings(pixel_values)  # (n, tokens, d)
+        if self.has_cls:
+            hidden = vm.pre_layrnorm(hidden)  # CLIP normalises before the encoder; SigLIP does not
+        states = [hidden]
+        for layer in vm.encoder.layers[:upto]:
+            hidden = layer(hidden, None)
+            states.append(hidden)
+        return states
+
     def _encode_chunk(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.vision_model(pixel_values, output_hidden_states=True, return_dict=True)
         layers = self.feature.layer if isinstance(self.feature.layer, list) else [self.feature.layer]
-        feats = torch.cat([out.hidden_states[i] for i in layers], dim=-1)  # (n, 1+p, d*L) for CLIP
+        total = len(self.vision_model.encoder.layers) + 1  # hidden states including the embeddings
+        wanted = [i if i >= 0 else total + i for i in layers]
+        states = self._hidden_states(pixel_values, max(wanted))
+        feats = torch.cat([states[i] for i in wanted], dim=-1)  # (n, 1+p, d*L) for CLIP
         if self.has_cls and self.feature.select == "patch":
             feats = feats[:, 1:]  # (n, p, d*L)
         return feats

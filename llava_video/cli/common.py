@@ -1,0 +1,44 @@
+"""What every command shares: user errors become one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from llava_video.errors import LlavaVideoError
+
+__all__ = ["USAGE_ERROR", "ArgumentParser", "run_reporting_errors", "report_errors"]
+
+USAGE_ERROR = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``prog: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def report_errors(prog: str, work: Callable[[], int]) -> int:
+    """Run ``work``; input errors become one stderr line and exit code 2, Ctrl-C exits quietly (130)."""
+    try:
+        return work()
+    except (LlavaVideoError, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+
+
+def run_reporting_errors(prog: str, work: Callable[[], str]) -> int:
+    """Run ``work`` (which returns a summary line to print); 0 on success, 2 with one stderr line on bad input."""
+    try:
+        summary = work()
+    except (LlavaVideoError, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(summary)
+    return 0

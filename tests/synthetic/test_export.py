@@ -1,0 +1,133 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from llava_video.synthetic.export import MC_COLUMNS, OE_COLUMNS, ExportConfig, export_dataset, write_example
+from llava_video.synthetic.samples import make_video_sample
+from llava_video.synthetic.world import PALETTE, Scene, WorldConfig, render_clip
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = dict(num_train=6, num_eval=4, num_images=4, num_dpo=5, num_dpo_eval=3, frames=8)
+TEXT_FILES = ("stage1.json", "stage2.json", "eval.json", "nextqa_mc.csv", "nextqa_oe.csv", "dpo_prompts.jsonl",
+              "dpo_eval_prompts.jsonl", "ground_truth.jsonl", "manifest.json")
+
+
+def decode(path):
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
+    export_dataset(output=a, config=ExportConfig(seed=3, **SMALL))
+    export_dataset(output=b, config=ExportConfig(seed=3, **SMALL))
+    return a, b
+
+
+def test_same_seed_same_bytes_and_frames(exported, tmp_path):
+    a, b = exported
+    for name in TEXT_FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for clip in sorted((a / "videos").glob("*.mp4")):
+        assert np.array_equal(decode(clip), decode(b / "videos" / clip.name))
+    for image in sorted((a / "images").glob("*.png")):
+        assert (a / "images" / image.name).read_bytes() == (b / "images" / image.name).read_bytes()
+    other = tmp_path / "c"
+    export_dataset(output=other, config=ExportConfig(seed=4, **SMALL))
+    assert (other / "stage2.json").read_bytes() != (a / "stage2.json").read_bytes()
+
+
+def test_clips_decode_to_the_ground_truth(exported):
+    a, _ = exported
+    for line in (a / "ground_truth.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        frames = decode(a / "videos" / f"{row['id']}.mp4")
+        expected = render_clip(Scene.from_dict(row["scene"]), num_frames=row["frames"])
+        assert frames.shape == expected.shape
+        # x264 4:4:4 at crf 0: colours come back within rounding of the RGB->YUV conversion.
+        assert np.abs(frames.astype(int) - expected).max() <= 2
+
+
+def test_csv_columns_and_rows(exported):
+    a, _ = exported
+    with open(a / "nextqa_mc.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == MC_COLUMNS
+        mc = list(reader)
+    with open(a / "nextqa_oe.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == OE_COLUMNS
+        oe = list(reader)
+    assert len(mc) == len(oe) > 0
+    for m, o in zip(mc, oe):
+        assert 0 <= int(m["answer"]) <= 4 and m[f"a{m['answer']}"] == o["answer"]
+        assert m["type"] in {"CH", "TN", "TC", "DL", "DC", "DO"}
+        assert (a / "videos" / f"{m['video']}.mp4").is_file()
+        assert (m["frame_count"], m["width"], m["height"]) == ("8", "64", "64")
+    assert len({(m["video"], m["qid"]) for m in mc}) == len(mc)
+
+
+def test_llava_records(exported):
+    a, _ = exported
+    stage1 = json.loads((a / "stage1.json").read_text())
+    stage2 = json.loads((a / "stage2.json").read_text())
+    assert len(stage1) == len(stage2) == SMALL["num_train"] + SMALL["num_images"]
+    for record in stage1 + stage2:
+        media = "video" if "video" in record else "image"
+        assert (a / record[media]).is_file()
+        turns = record["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        assert turns[0]["value"].startswith(f"<{media}>\n")
+        assert sum(t["value"].count("<") for t in turns) == 1
+    assert {("video" in r) for r in stage2} == {True, False}
+    assert all(len(r["conversations"]) == 2 for r in stage1)
+
+
+def test_dpo_prompts_and_manifest(exported):
+    a, _ = exported
+    rows = [json.loads(line) for line in (a / "dpo_prompts.jsonl").read_text().splitlines()]
+    held = [json.loads(line) for line in (a / "dpo_eval_prompts.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and len(held) == 3
+    for row in rows + held:
+        assert {"id", "video", "question", "reference", "caption", "type", "ground_truth"} <= set(row)
+        assert (a / row["video"]).is_file()
+    assert all(r["video"].startswith("videos/2") for r in rows) and all(r["video"].startswith("videos/1") for r in held)
+    manifest = json.loads((a / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["counts"]["train_clips"] == 6
+    assert manifest["parameters"]["world"]["size"] == 64
+
+
+def test_in_memory_sample_equals_exported_clip(exported):
+    a, _ = exported
+    sample = make_video_sample(seed=3, split="eval", index=1, num_frames=8, config=WorldConfig())
+    assert np.abs(decode(a / "videos" / f"{sample.id}.mp4").astype(int) - sample.frames).max() <= 2
+
+
+def test_example_clip(tmp_path):
+    clip, meta = write_example(output_dir=tmp_path, seed=6, frames=32)
+    truth = json.loads(meta.read_text())
+    frames = decode(clip)
+    assert frames.shape == (32, 64, 64, 3) and clip.stat().st_size < 100_000
+    obj = truth["scene"]["objects"][0]
+    x, y = (round(v) for v in obj["start"])
+    assert np.abs(frames[0, y, x].astype(int) - PALETTE[obj["colour"]]).max() <= 2
+    shipped = ROOT / "examples" / "clip.json"
+    if shipped.is_file():  # the shipped example is the one this seed makes
+        assert json.loads(shipped.read_text())["caption"] == truth["caption"]
+
+
+@pytest.mark.parametrize("args", [["--output", "X", "--size", "8"], ["--output", "X", "--frames", "1"],
+                                  ["--output", "X", "--holdout", "nope"], []])
+def test_cli_bad_values_exit_2(args, tmp_path):
+    args = [a.replace("X", str(tmp_path / "out")) for a in args]
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic.py"), *args],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from llava_video.errors import ConfigError
+from llava_video.synthetic.samples import SyntheticDataset, make_image_sample, make_video_sample, world_for_holdout
+from llava_video.synthetic.world import WorldConfig
+
+
+def test_dataset_mixes_media_and_is_deterministic():
+    data = SyntheticDataset(seed=1, length=40, num_frames=8, video_share=0.75)
+    items = [data[i] for i in range(20)]
+    assert {item["medium"] for item in items} == {"video", "image"}
+    assert sum(item["medium"] == "video" for item in items) == 15
+    again = SyntheticDataset(seed=1, length=40, num_frames=8, video_share=0.75)
+    for i in (0, 3, 17):
+        assert np.array_equal(items[i]["frames"], again[i]["frames"])
+        assert items[i]["conversations"] == again[i]["conversations"]
+    assert len({item["id"] for item in items}) == 20
+    video, image = items[0], next(item for item in items if item["medium"] == "image")
+    assert video["frames"].shape == (8, 64, 64, 3) and image["frames"].ndim == 3
+    assert video["conversations"][0]["value"].startswith("<video>\n")
+    assert image["conversations"][0]["value"].startswith("<image>\n")
+    with pytest.raises(IndexError):
+        data[40]
+
+
+def test_caption_task_and_frame_count_independence():
+    data = SyntheticDataset(seed=2, length=4, num_frames=32, task="caption", video_share=1.0)
+    item = data[0]
+    assert item["frames"].shape[0] == 32 and item["conversations"][1]["value"] == item["caption"]
+    a = make_video_sample(seed=2, split="train", index=0, num_frames=8, config=WorldConfig())
+    b = make_video_sample(seed=2, split="train", index=0, num_frames=32, config=WorldConfig())
+    assert (a.scene, a.qas, a.caption) == (b.scene, b.qas, b.caption)
+
+
+def test_splits_are_disjoint_streams():
+    train = [make_video_sample(seed=0, split="train", index=i, num_frames=2, config=WorldConfig()).scene for i in range(30)]
+    held = [make_video_sample(seed=0, split="eval", index=i, num_frames=2, config=WorldConfig()).scene for i in range(30)]
+    assert not set(train) & set(held)
+
+
+def test_stills_have_varied_aspect_ratios():
+    shapes = {make_image_sample(seed=0, split="train", index=i, config=WorldConfig()).frames.shape[:2] for i in range(40)}
+    assert len(shapes) >= 4
+
+
+def test_holdout_modes():
+    assert world_for_holdout(WorldConfig(), "combos").held_out_combos
+    assert world_for_holdout(WorldConfig(held_out_combos=(("red", "square"),)), "seeds").held_out_combos == ()
+    with pytest.raises(ConfigError):
+        world_for_holdout(WorldConfig(), "nope")
