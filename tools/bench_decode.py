@@ -136,13 +136,17 @@ def ours_decord(path: Path, wanted: list[int]) -> np.ndarray:
     return load_video(path, num_frames=len(wanted), backend="decord").frames
 
 
-def median_ms(fn: Callable[[Path, list[int]], np.ndarray], path: Path, wanted: list[int], runs: int) -> float:
-    times = []
+def median_ms(
+    methods: dict[str, Callable[[Path, list[int]], np.ndarray]], path: Path, wanted: list[int], runs: int
+) -> dict[str, float]:
+    """Runs are interleaved (each method once per round) so load from other work hits all methods alike."""
+    times: dict[str, list[float]] = {label: [] for label in methods}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(path, wanted)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for label, fn in methods.items():
+            t0 = time.perf_counter()
+            fn(path, wanted)
+            times[label].append((time.perf_counter() - t0) * 1000)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             got = fn(path, wanted)
             if got.shape != reference.shape or not np.array_equal(got, reference):
                 print(f"warning: {label} returns different frames on {name}", file=sys.stderr)
-        ms = {label: median_ms(fn, path, wanted, args.runs) for label, fn in methods.items()}
+        ms = median_ms(methods, path, wanted, args.runs)
         fastest = min(ms[m] for m in singles)
         decord_ratio = f"{ms['decord get_batch'] / ms['ours (auto)']:.2f}x" if "decord get_batch" in ms else "n/a"
         cells = " | ".join(f"{ms[m]:.0f}" for m in methods)

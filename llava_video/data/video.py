@@ -65,6 +65,7 @@ def sample_indices(
     source_fps: float | None = None,
     start: float | None = None,
     end: float | None = None,
+    duration: float | None = None,
 ) -> list[int]:
     """Choose frames (ascending, no repeats) from a source of ``num_source_frames`` frames.
 
@@ -75,7 +76,8 @@ def sample_indices(
     * ``start``/``end`` (seconds from the first frame) restrict both to the frames shown in [start, end).
     * Short clips are never padded: fewer frames than asked means every frame once (see docs/video_input.md).
 
-    Frame times come from ``timestamps`` (variable frame rate) or, if absent, ``i / source_fps``.
+    Frame times come from ``timestamps`` (variable frame rate) or, if absent, ``i / source_fps``;
+    ``duration`` (seconds) is when the last frame stops being shown (default: one frame interval after it).
     """
     if num_source_frames <= 0:
         raise ConfigError(f"num_source_frames must be positive, got {num_source_frames}")
@@ -107,7 +109,7 @@ def sample_indices(
     assert times is not None
     cap = max_frames if max_frames is not None else num_frames
     window_start = float(times[candidates[0]]) if start is None else float(start)
-    window_end = float(times[candidates[-1]]) + _TIME_EPS if end is None else float(end)
+    window_end = _source_end(times, duration) if end is None else float(end)
     instants = window_start + np.arange(int(np.ceil((window_end - window_start) * fps - _TIME_EPS))) / fps
     instants = instants[instants < window_end]
     cand_times = times[candidates]
@@ -136,6 +138,13 @@ def _frame_times(
     if need:
         raise ConfigError("fps sampling and time windows need timestamps or source_fps")
     return None
+
+
+def _source_end(times: np.ndarray, duration: float | None) -> float:
+    if duration is not None:
+        return float(duration)
+    interval = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+    return float(times[-1]) + max(interval, _TIME_EPS)
 
 
 def _uniform(candidates: np.ndarray, num_frames: int | None) -> list[int]:
@@ -187,8 +196,7 @@ def load_video(
         if not is_available("decord"):
             raise ConfigError("backend='decord' needs the optional package decord2: pip install 'llava-video[decord]'")
         frames = decode_decord(path, index, wanted, deadline=deadline, threads=threads)
-        # decord ignores display rotation; read it from one PyAV-decoded frame so both backends agree.
-        _, rotation = decode_pyav(path, index, np.zeros(1, dtype=np.int64), deadline=deadline, threads=1)
+        rotation = 0.0  # decord2 applies the display rotation itself
     else:
         frames, rotation = decode_pyav(path, index, wanted, deadline=deadline, threads=threads)
     frames = rotate_frames(frames, rotation)
@@ -205,7 +213,7 @@ def load_video(
 
 def _sample_from_index(path: Path, index: StreamIndex, sampling: dict) -> list[int]:
     try:
-        return sample_indices(index.num_frames, timestamps=index.timestamps, **sampling)
+        return sample_indices(index.num_frames, timestamps=index.timestamps, duration=index.duration, **sampling)
     except ConfigError as exc:
         if "window" in str(exc):  # the request is fine, this file is too short for it
             raise VideoDecodeError(path, str(exc)) from None
@@ -230,7 +238,7 @@ def _read_image(path: Path) -> np.ndarray:
 
 def _load_image(path: Path, **sampling: object) -> VideoClip:
     frame = _read_image(path)
-    chosen = sample_indices(1, source_fps=1.0, **sampling)  # validates the arguments; always [0]
+    chosen = sample_indices(1, source_fps=1.0, duration=1.0, **sampling)  # validates the arguments; always [0]
     return VideoClip(frames=frame[None], indices=chosen, timestamps=[0.0], duration=1.0, source_fps=1.0,
                      path=str(path), num_source_frames=1)
 
@@ -243,7 +251,7 @@ def _load_frame_dir(path: Path, *, frame_dir_fps: float, **sampling: object) -> 
     if not files:
         raise VideoDecodeError(path, "directory holds no frame images (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
     try:
-        chosen = sample_indices(len(files), source_fps=frame_dir_fps, **sampling)
+        chosen = sample_indices(len(files), source_fps=frame_dir_fps, duration=len(files) / frame_dir_fps, **sampling)
     except ConfigError as exc:
         if "window" in str(exc):
             raise VideoDecodeError(path, str(exc)) from None

@@ -33,11 +33,16 @@ __all__ = [
     "rotate_frames",
     "check_media_path",
     "SEEK_MARGIN_FRAMES",
+    "DECORD_UNSAFE_CODECS",
 ]
 
 # Decoding this many frames costs about as much as one seek plus the decoder's refill after a flush
 # (frame threads must fill again); closer targets are reached by decoding on. Tuned on tools/bench_decode.py.
 SEEK_MARGIN_FRAMES = 8
+# Measured on generated clips with decord2 3.4.0: HEVC (open GOP) came back with wrong frames after seeks,
+# HEVC with closed GOP failed with "Error sending packet"; GIF is not a format decord reads.
+DECORD_UNSAFE_CODECS = frozenset({"hevc"})
+DECORD_UNSAFE_FORMATS = frozenset({"gif"})
 
 
 class Deadline:
@@ -319,6 +324,11 @@ def decode_decord(
     """
     if not is_available("decord"):
         require("decord", "the decord video backend")
+    if index.codec in DECORD_UNSAFE_CODECS or index.container_format in DECORD_UNSAFE_FORMATS:
+        raise VideoDecodeError(
+            path, f"decord is not used for {index.codec} in {index.container_format}: it returned wrong frames "
+            "after seeks or failed on such generated clips (use backend='pyav')"
+        )
     result: dict[str, object] = {}
 
     def work() -> None:
