@@ -215,7 +215,7 @@ class DPOObjective:
                 raise ConfigError(
                     f"objective.options.reference=precomputed but {missing[0].source}:{missing[0].line} (and "
                     f"{len(missing) - 1} more) lack reference_chosen_logp/reference_rejected_logp; "
-                    "run tools/reference_logps.py first"
+                    "add them to the pairs file (docs/dpo.md) or use reference: model"
                 )
         media = MediaLoader(
             processor=model.image_processor, num_frames=d.num_frames, fps=d.fps, max_frames=d.max_frames, backend=d.video_backend
