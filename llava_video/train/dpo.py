@@ -200,7 +200,7 @@ class DPOObjective:
         if self.config.reference == "model":
             self.reference = frozen_reference(model, device=device, dtype=_reference_dtype(self.config.reference_dtype, device))
 
-    def build_dataset(self, *, config: Any, model: Any) -> PreferenceDataset:
+    def build_dataset(self, *, config: Any, model: Any, report: Any = None) -> PreferenceDataset:
         """The preference pairs of ``data.train`` (a pairs JSONL), videos under ``data.video_root``."""
         from llava_video.data.batching import MediaLoader
         from llava_video.data.conversation import template_for

@@ -8,13 +8,16 @@ one visual prefix, plus a frozen reference model made in ``setup``) plugs in the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from llava_video.data.batching import Batch, BadSample, ConversationDataset, Sample, collate
-from llava_video.data.records import Record
+from llava_video.data.batching import Batch, BadSample, ConversationDataset, MediaLoader, Sample, collate
+from llava_video.data.conversation import template_for
+from llava_video.data.records import BadRecordReport, load_records, read_mixture
 from llava_video.errors import ConfigError
+from llava_video.train.config import DatasetEntry, dataset_entry_from_dict
 
 __all__ = ["Objective", "SFTObjective", "build_objective", "OBJECTIVE_NAMES"]
 
@@ -25,8 +28,8 @@ class Objective(Protocol):
     def setup(self, *, model: torch.nn.Module, device: torch.device) -> None:
         """Build anything beyond the trained model (e.g. a frozen reference copy)."""
 
-    def build_dataset(self, records: Sequence[Record], **kwargs: Any) -> Any:
-        """The dataset of this objective's samples (kwargs: tokenizer, config, template, media, max_length).
+    def build_dataset(self, *, config: Any, model: Any, report: BadRecordReport) -> Any:
+        """The dataset of this objective's samples, read as ``config.data`` says, bad records into ``report``.
         It must expose ``records``, ``lengths`` and ``modalities`` for batching and reports."""
 
     def collate(self, items: Sequence[Any]) -> Any: ...
@@ -49,8 +52,19 @@ class SFTObjective:
     def setup(self, *, model: torch.nn.Module, device: torch.device) -> None:
         return None
 
-    def build_dataset(self, records: Sequence[Record], **kwargs: Any) -> ConversationDataset:
-        return ConversationDataset(records, **kwargs)
+    def build_dataset(self, *, config: Any, model: Any, report: BadRecordReport) -> ConversationDataset:
+        """LLaVA records from ``data.train`` (a JSON/JSONL file or a mixture YAML) or ``data.datasets``."""
+        d = config.data
+        records = load_records(
+            dataset_entries(d), image_root=d.image_root, video_root=d.video_root, seed=config.runtime.seed, report=report
+        )
+        media = MediaLoader(
+            processor=model.image_processor, num_frames=d.num_frames, fps=d.fps, max_frames=d.max_frames, backend=d.video_backend
+        )
+        return ConversationDataset(
+            records, tokenizer=model.tokenizer, config=model.config, template=template_for(model.config, model.tokenizer),
+            media=media, max_length=d.max_length,
+        )
 
     def collate(self, items: Sequence[Sample | BadSample]) -> Batch:
         return collate(items, packing=self.packing, pad_token_id=self.pad_token_id, ignore_index=self.ignore_index)
@@ -59,6 +73,16 @@ class SFTObjective:
         inputs = batch.model_inputs(device)
         # use_cache=False: with a cache transformers' masks would let packed samples see each other.
         return model(**inputs, use_cache=False, return_logits=False).loss
+
+
+def dataset_entries(data: Any) -> list[DatasetEntry]:
+    """The datasets a recipe names: ``data.datasets``, a mixture YAML, or one records file."""
+    if data.datasets:
+        return list(data.datasets)
+    path = Path(data.train or "")
+    if path.suffix in (".yaml", ".yml"):
+        return [dataset_entry_from_dict(e, where=str(path)) for e in read_mixture(path)]
+    return [DatasetEntry(path=str(path))]
 
 
 OBJECTIVE_NAMES = ("sft", "dpo")

@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from llava_video.data.batching import Batch, MediaLoader, MicroBatchSampler, plan_micro_batches
-from llava_video.data.conversation import template_for
-from llava_video.data.records import BadRecord, BadRecordReport, load_records, read_mixture
+from llava_video.data.batching import Batch, MicroBatchSampler, plan_micro_batches
+from llava_video.data.records import BadRecord, BadRecordReport
 from llava_video.errors import ConfigError
 from llava_video.model.packed_attention import register_packed_attention
 from llava_video.runtime import resolve_attention, resolve_device, resolve_dtype
 from llava_video.train import checkpointing as ckpt
-from llava_video.train.config import PART_NAMES, DatasetEntry, TrainConfig, dataset_entry_from_dict
+from llava_video.train.config import PART_NAMES, TrainConfig
 from llava_video.train.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -164,9 +163,8 @@ class Trainer:
             options=dict(cfg.objective.options),
         )
         self.objective.setup(model=self.model, device=self.device)
-        # A preference objective reads its own pairs file; SFT reads LLaVA records.
-        build_dataset = getattr(self.objective, "build_dataset", None)
-        self.dataset = build_dataset(config=cfg, model=self.model) if build_dataset is not None else self._build_dataset()
+        # Each objective reads its own data (SFT: LLaVA records and mixtures; DPO: a pairs file).
+        self.dataset = self.objective.build_dataset(config=cfg, model=self.model, report=self.report)
         self.steps_per_epoch = len(self._plan(0)) // (self.env.world * cfg.schedule.gradient_accumulation)
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -230,28 +228,6 @@ class Trainer:
         if o.scheduler == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    def _dataset_entries(self) -> list[Any]:
-        d = self.config.data
-        if d.datasets:
-            return list(d.datasets)
-        path = Path(d.train or "")
-        if path.suffix in (".yaml", ".yml"):
-            return [dataset_entry_from_dict(e, where=str(path)) for e in read_mixture(path)]
-        return [DatasetEntry(path=str(path))]
-
-    def _build_dataset(self) -> Any:
-        d = self.config.data
-        records = load_records(
-            self._dataset_entries(), image_root=d.image_root, video_root=d.video_root, seed=self.config.runtime.seed, report=self.report
-        )
-        media = MediaLoader(
-            processor=self.model.image_processor, num_frames=d.num_frames, fps=d.fps, max_frames=d.max_frames, backend=d.video_backend
-        )
-        template = template_for(self.model.config, self.model.tokenizer)
-        return self.objective.build_dataset(
-            records, tokenizer=self.model.tokenizer, config=self.model.config, template=template, media=media, max_length=d.max_length
-        )
 
     def _plan(self, epoch: int) -> list[list[int]]:
         b = self.config.batching
