@@ -85,7 +85,10 @@ def _samples(cfg, *, n_videos: int, n_images: int, frames: int, answer: int, see
 
 
 def check_numerics(args, device, report) -> None:
-    cfg = model_config(vision_layers=2, vision_hidden=256, text_hidden=1024, text_layers=4)
+    sizes = dict(vision_layers=2, vision_hidden=256, text_hidden=1024, text_layers=4)
+    if args.smoke:
+        sizes = dict(vision_layers=1, vision_hidden=64, text_hidden=128, text_layers=2, image_size=56, patch_size=14)
+    cfg = model_config(**sizes)
     fast = "flash_attention_2" if flash_attn_available() else register_packed_attention()
     torch.manual_seed(0)
     model = LlavaVideo(cfg, attn_implementation="sdpa").to(device, torch.bfloat16).eval()
