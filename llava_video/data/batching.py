@@ -1,0 +1,326 @@
+"""From records to model batches: a lazy dataset, micro-batch plans and the collator (packed or padded).
+
+Media is decoded in ``__getitem__`` (so in DataLoader workers) through the one video/image path
+(``data/video.py`` + ``data/preprocess.py``) and the one tokenisation path (``encode_conversation``).
+
+Packing concatenates the samples of a micro-batch into one row with ``position_ids`` restarting at 0
+per sample and no attention mask: transformers then isolates the samples (varlen kernels with
+flash-attention 2, a block-diagonal mask with sdpa/eager), so no compute is spent on padding.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from llava_video.config import LlavaVideoConfig
+from llava_video.data.conversation import encode_conversation, llava_record_to_messages
+from llava_video.data.records import Modality, Record
+from llava_video.errors import LlavaVideoError
+
+__all__ = [
+    "MediaLoader",
+    "Sample",
+    "BadSample",
+    "ConversationDataset",
+    "Batch",
+    "collate",
+    "plan_micro_batches",
+    "MicroBatchSampler",
+]
+
+
+@dataclass
+class MediaLoader:
+    """Decodes and preprocesses one record's media (picklable, so it runs in DataLoader workers)."""
+
+    processor: Any  # llava_video.data.preprocess.ImageProcessorConfig
+    num_frames: int = 16
+    fps: float | None = None
+    max_frames: int | None = None
+    backend: str = "auto"
+
+    def image(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(tiles (n, 3, S, S), (height, width)) of an AnyRes image."""
+        from PIL import Image
+
+        from llava_video.data.preprocess import preprocess_anyres_image
+
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        return preprocess_anyres_image(rgb, self.processor)
+
+    def video(self, path: str) -> torch.Tensor:
+        """(frames, 3, S, S) pixel tensor of the sampled frames."""
+        from llava_video.data.preprocess import preprocess_frames
+        from llava_video.data.video import load_video
+
+        clip = load_video(path, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames, backend=self.backend)
+        return preprocess_frames(clip.frames, self.processor)
+
+
+@dataclass
+class Sample:
+    index: int
+    input_ids: torch.Tensor  # (L,)
+    labels: torch.Tensor  # (L,), ignore_index off the assistant replies; labels[0] always ignored
+    images: list[torch.Tensor] = field(default_factory=list)  # each (tiles, 3, S, S)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    videos: list[torch.Tensor] = field(default_factory=list)  # each (frames, 3, S, S)
+    modality: Modality = "text"
+
+
+@dataclass
+class BadSample:
+    """A record that failed while loading (decode error, over-long...): reported by the trainer."""
+
+    index: int
+    reason: str
+
+
+class ConversationDataset(Dataset):
+    """Records -> ``Sample`` (or ``BadSample``), lazily; ``lengths`` estimates tokens without decoding."""
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        *,
+        tokenizer: Any,
+        config: LlavaVideoConfig,
+        template: Any,
+        media: MediaLoader,
+        max_length: int,
+    ) -> None:
+        self.records = list(records)
+        self.tokenizer = tokenizer
+        self.config = config
+        self.template = template
+        self.media = media
+        self.max_length = max_length
+        self._lengths: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def modalities(self) -> list[Modality]:
+        return [r.modality for r in self.records]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Estimated tokens per record: text tokens + visual tokens (image headers read, videos assumed
+        to yield ``num_frames`` frames). Used for length grouping only; exact lengths come from loading."""
+        if self._lengths is None:
+            texts = [" ".join(str(t.get("value", t.get("content", ""))) for t in r.conversations) for r in self.records]
+            text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+            self._lengths = [n + self._visual_estimate(r) for n, r in zip(text_lens, self.records)]
+        return self._lengths
+
+    def _visual_estimate(self, record: Record) -> int:
+        from PIL import Image
+
+        total = 0
+        for path in record.images:
+            try:
+                with Image.open(path) as img:
+                    w, h = img.size
+                total += self.config.image_token_count((h, w))
+            except OSError:
+                total += self.config.tokens_per_tile  # the load will report it
+        frames = self.media.num_frames if self.media.max_frames is None else min(self.media.num_frames, self.media.max_frames)
+        return total + len(record.videos) * self.config.video_token_count(frames)
+
+    def __getitem__(self, index: int) -> Sample | BadSample:
+        record = self.records[index]
+        try:
+            images = [self.media.image(p) for p in record.images]
+            videos = [self.media.video(p) for p in record.videos]
+        except (LlavaVideoError, OSError, ValueError) as exc:
+            return BadSample(index, f"media failed to load: {exc}")
+        try:
+            enc = encode_conversation(
+                llava_record_to_messages(record.conversations),
+                tokenizer=self.tokenizer,
+                template=self.template,
+                config=self.config,
+                video_frames=[v.shape[0] for v in videos],
+                image_sizes=[size for _, size in images],
+            )
+        except LlavaVideoError as exc:
+            return BadSample(index, f"cannot encode the conversation: {exc}")
+        ids, labels = enc.input_ids, enc.labels
+        ignore = self.config.ignore_index
+        if len(ids) > self.max_length:
+            visual = {self.config.image_token_id, self.config.video_token_id}
+            if any(t in visual for t in ids[self.max_length :]):
+                return BadSample(index, f"over-long: {len(ids)} tokens > max_length {self.max_length} and truncation would cut visual tokens")
+            ids, labels = ids[: self.max_length], labels[: self.max_length]
+            if all(lab == ignore for lab in labels[1:]):
+                return BadSample(index, f"over-long: {len(enc.input_ids)} tokens > max_length {self.max_length}, no reply left after truncation")
+        labels = [ignore] + labels[1:]  # nothing is learned across a packed boundary
+        return Sample(
+            index=index,
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            labels=torch.tensor(labels, dtype=torch.long),
+            images=[tiles for tiles, _ in images],
+            image_sizes=[size for _, size in images],
+            videos=videos,
+            modality=record.modality,
+        )
+
+
+@dataclass
+class Batch:
+    """What the model gets, plus accounting. Packed: ``input_ids`` (1, sum L), ``position_ids`` restart
+    per sample, ``attention_mask`` None. Padded: (b, max L) with an attention mask."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    attention_mask: torch.Tensor | None
+    position_ids: torch.Tensor | None
+    pixel_values: list[torch.Tensor] | None
+    image_sizes: list[tuple[int, int]] | None
+    pixel_values_videos: list[torch.Tensor] | None
+    real_tokens: int
+    processed_tokens: int
+    num_samples: int
+    modalities: dict[str, int]
+    bad: list[BadSample]
+    indices: list[int]
+
+    def model_inputs(self, device: torch.device) -> dict[str, Any]:
+        def move(t: Any) -> Any:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return {
+            "input_ids": move(self.input_ids),
+            "labels": move(self.labels),
+            "attention_mask": move(self.attention_mask),
+            "position_ids": move(self.position_ids),
+            "pixel_values": [move(p) for p in self.pixel_values] if self.pixel_values else None,
+            "image_sizes": self.image_sizes or None,
+            "pixel_values_videos": [move(v) for v in self.pixel_values_videos] if self.pixel_values_videos else None,
+        }
+
+
+def collate(items: Sequence[Sample | BadSample], *, packing: bool, pad_token_id: int, ignore_index: int) -> Batch:
+    """Samples -> one Batch; bad samples are carried along (not dropped) for the trainer to report."""
+    samples = [s for s in items if isinstance(s, Sample)]
+    bad = [s for s in items if isinstance(s, BadSample)]
+    lengths = [len(s.input_ids) for s in samples]
+    real = sum(lengths)
+    if not samples:
+        empty = torch.zeros(1, 0, dtype=torch.long)
+        return Batch(empty, empty, None, None, None, None, None, 0, 0, 0, {}, bad, [])
+    if packing:
+        input_ids = torch.cat([s.input_ids for s in samples])[None]  # (1, sum L)
+        labels = torch.cat([s.labels for s in samples])[None]  # (1, sum L)
+        position_ids = torch.cat([torch.arange(n) for n in lengths])[None]  # (1, sum L), restarts per sample
+        attention_mask = None
+        processed = real
+    else:
+        width = max(lengths)
+        input_ids = torch.full((len(samples), width), pad_token_id, dtype=torch.long)  # (b, max L)
+        labels = torch.full((len(samples), width), ignore_index, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for row, s in enumerate(samples):
+            input_ids[row, : len(s.input_ids)] = s.input_ids
+            labels[row, : len(s.labels)] = s.labels
+            attention_mask[row, : len(s.input_ids)] = 1
+        position_ids = None
+        processed = len(samples) * width
+    images = [t for s in samples for t in s.images]
+    sizes = [sz for s in samples for sz in s.image_sizes]
+    videos = [v for s in samples for v in s.videos]
+    return Batch(
+        input_ids=input_ids,
+        labels=labels,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        pixel_values=images or None,
+        image_sizes=sizes or None,
+        pixel_values_videos=videos or None,
+        real_tokens=real,
+        processed_tokens=processed,
+        num_samples=len(samples),
+        modalities=dict(Counter(s.modality for s in samples)),
+        bad=bad,
+        indices=[s.index for s in samples],
+    )
+
+
+def plan_micro_batches(
+    *,
+    lengths: Sequence[int],
+    modalities: Sequence[str],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    group_by_length: bool = True,
+    group_size: int = 8,
+    modality: Literal["mixed", "separate"] = "mixed",
+) -> list[list[int]]:
+    """The epoch's micro-batches (lists of dataset indices), the same for every process and world size.
+
+    ``mixed`` lets images and videos share a batch; ``separate`` builds batches within one modality and
+    interleaves them. With ``group_by_length`` each group of ``group_size`` micro-batches is sorted by
+    length before being cut, so a batch's samples are similar in size (less work imbalance).
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    pools: list[list[int]]
+    if modality == "separate":
+        by_mod: dict[str, list[int]] = {}
+        for i, m in enumerate(modalities):
+            by_mod.setdefault(m, []).append(i)
+        pools = [by_mod[m] for m in sorted(by_mod)]
+    else:
+        pools = [list(range(len(lengths)))]
+    batches: list[list[int]] = []
+    for pool in pools:
+        order = list(pool)
+        if shuffle:
+            rng.shuffle(order)
+        if group_by_length:
+            span = batch_size * group_size
+            grouped = []
+            for start in range(0, len(order), span):
+                chunk = sorted(order[start : start + span], key=lambda i: -lengths[i])
+                grouped.extend(chunk)
+            order = grouped
+        batches.extend(order[i : i + batch_size] for i in range(0, len(order), batch_size))
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+class MicroBatchSampler(Sampler[list[int]]):
+    """This process's micro-batches from a plan: global micro-batch ``g`` goes to rank ``g % world``.
+
+    Optimizer step ``s`` of a run with ``accum`` accumulation steps consumes global micro-batches
+    ``[s*world*accum, (s+1)*world*accum)``, so 1 process x accum 2 sees what 2 processes x accum 1 see.
+    ``start`` (a multiple of world*accum) skips what a resumed run already trained on.
+    """
+
+    def __init__(self, plan: list[list[int]], *, rank: int, world: int, accum: int, start: int = 0) -> None:
+        self.plan = plan
+        self.rank, self.world, self.accum = rank, world, accum
+        per_step = world * accum
+        self.num_steps = len(plan) // per_step  # a trailing partial step is dropped
+        if start % per_step:
+            raise ValueError(f"start {start} is not a multiple of world*accum={per_step}")
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(0, self.num_steps * self.accum - self.start // self.world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        end = self.num_steps * self.world * self.accum
+        for g in range(self.start + self.rank, end, self.world):
+            yield self.plan[g]

@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from llava_video.data.batching import BadSample, MicroBatchSampler, Sample, collate, plan_micro_batches
+from llava_video.data.conversation import encode_conversation, get_template
+from llava_video.model import anyres
+from llava_video.model.llava_video import LlavaVideo
+from llava_video.testing.tiny import tiny_config, tiny_tokenizer
+
+
+def _sample(index, config, tok, *, video_frames=(), image_sizes=(), question="describe", answer="A red square moves left."):
+    markers = "<video>\n" * len(video_frames) + "<image>\n" * len(image_sizes)
+    enc = encode_conversation(
+        [{"role": "user", "content": markers + question}, {"role": "assistant", "content": answer}],
+        tokenizer=tok, template=get_template("vicuna_v1"), config=config,
+        video_frames=list(video_frames), image_sizes=list(image_sizes),
+    )
+    labels = [config.ignore_index] + enc.labels[1:]
+    S = config.image_size
+    images = [torch.randn(anyres.num_image_tiles(sz, config.anyres.grid_pinpoints, S), 3, S, S) for sz in image_sizes]
+    videos = [torch.randn(f, 3, S, S) for f in video_frames]
+    modality = "video" if videos else "image" if images else "text"
+    return Sample(index, torch.tensor(enc.input_ids), torch.tensor(labels), images, list(image_sizes), videos, modality)
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    out = model(**batch.model_inputs(torch.device("cpu")), use_cache=False, return_logits=False)
+    out.loss.backward()
+    return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_batch_equals_unpacked_samples(attn):
+    config = tiny_config()
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = LlavaVideo(config, attn_implementation=attn).train()
+    samples = [
+        _sample(0, config, tok, video_frames=[3], answer="A blue circle moves right. Then it stays still."),
+        _sample(1, config, tok, image_sizes=[(32, 64)], question="What colour?", answer="red"),
+        _sample(2, config, tok, question="Is a square a shape?", answer="yes"),
+        _sample(3, config, tok, video_frames=[2], image_sizes=[(64, 32)], answer="A green triangle."),
+    ]
+    packed = collate(samples, packing=True, pad_token_id=3, ignore_index=-100)
+    assert packed.input_ids.shape[0] == 1 and packed.attention_mask is None
+    assert packed.real_tokens == packed.processed_tokens == sum(len(s.input_ids) for s in samples)
+    starts = (packed.position_ids[0] == 0).nonzero().flatten().tolist()
+    assert starts == [0] + list(torch.tensor([len(s.input_ids) for s in samples]).cumsum(0)[:-1].tolist())
+    loss_p, grads_p = _loss_and_grads(model, packed)
+
+    # Reference: each sample alone, combined with the token-weighted mean the packed loss uses.
+    n_tok = [int((s.labels[1:] != -100).sum()) for s in samples]
+    total = sum(n_tok)
+    loss_ref = torch.zeros(())
+    grads_ref = {}
+    for s, n in zip(samples, n_tok):
+        loss_i, grads_i = _loss_and_grads(model, collate([s], packing=False, pad_token_id=3, ignore_index=-100))
+        loss_ref += loss_i * n / total
+        for k, g in grads_i.items():
+            grads_ref[k] = grads_ref.get(k, 0) + g * n / total
+    assert torch.allclose(loss_p, loss_ref, atol=1e-5, rtol=0), (loss_p, loss_ref)
+    assert grads_p.keys() == grads_ref.keys()
+    worst = max((grads_p[k] - grads_ref[k]).abs().max().item() for k in grads_p)
+    assert worst <= 1e-5, worst
+
+    # A padded batch of the same samples computes the same loss, at a token efficiency below 1.
+    padded = collate(samples, packing=False, pad_token_id=3, ignore_index=-100)
+    loss_pad, _ = _loss_and_grads(model, padded)
+    assert torch.allclose(loss_pad, loss_p, atol=1e-5, rtol=0)
+    assert padded.processed_tokens == len(samples) * max(len(s.input_ids) for s in samples) > padded.real_tokens
+
+
+def test_packing_without_restarting_positions_would_leak():
+    """The check above can fail: attending across samples changes the loss."""
+    config = tiny_config()
+    tok = tiny_tokenizer()
+    model = LlavaVideo(config).train()
+    samples = [_sample(0, config, tok, answer="yes"), _sample(1, config, tok, answer="no no")]
+    packed = collate(samples, packing=True, pad_token_id=3, ignore_index=-100)
+    inputs = packed.model_inputs(torch.device("cpu"))
+    good = model(**inputs, use_cache=False, return_logits=False).loss
+    inputs["position_ids"] = torch.arange(packed.input_ids.shape[1])[None]
+    leaky = model(**inputs, use_cache=False, return_logits=False).loss
+    assert not torch.allclose(good, leaky, atol=1e-5)
+
+
+def test_collate_carries_bad_samples():
+    config = tiny_config()
+    tok = tiny_tokenizer()
+    s = _sample(0, config, tok)
+    batch = collate([s, BadSample(1, "media failed to load: x")], packing=True, pad_token_id=3, ignore_index=-100)
+    assert batch.num_samples == 1 and [b.index for b in batch.bad] == [1]
+    empty = collate([BadSample(2, "over-long")], packing=True, pad_token_id=3, ignore_index=-100)
+    assert empty.num_samples == 0 and len(empty.bad) == 1
+
+
+def test_plans_mixed_separate_grouped_and_deterministic():
+    mods = ["image", "video"] * 20
+    lengths = [600 if m == "image" else 4608 for m in mods]
+    kw = dict(lengths=lengths, modalities=mods, batch_size=4, seed=3, epoch=0)
+    mixed = plan_micro_batches(**kw, group_by_length=False)
+    assert sorted(i for b in mixed for i in b) == list(range(40))
+    assert any(len({mods[i] for i in b}) == 2 for b in mixed)
+    sep = plan_micro_batches(**kw, modality="separate")
+    assert all(len({mods[i] for i in b}) == 1 for b in sep)
+    assert sorted(i for b in sep for i in b) == list(range(40))
+    assert mixed == plan_micro_batches(**kw, group_by_length=False)
+    assert mixed != plan_micro_batches(**{**kw, "epoch": 1}, group_by_length=False)
+    grouped = plan_micro_batches(**kw, group_by_length=True, group_size=10)
+    spread = lambda plan: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plan)  # noqa: E731
+    assert spread(grouped) < spread(mixed)
+
+
+def test_sampler_world_and_accumulation_see_the_same_micro_batches():
+    plan = [[i] for i in range(10)]
+    one = list(MicroBatchSampler(plan, rank=0, world=1, accum=2))
+    r0 = list(MicroBatchSampler(plan, rank=0, world=2, accum=1))
+    r1 = list(MicroBatchSampler(plan, rank=1, world=2, accum=1))
+    assert one == [[i] for i in range(10)]
+    assert [a + b for a, b in zip(r0, r1)] == [one[i] + one[i + 1] for i in range(0, 10, 2)]
+    resumed = list(MicroBatchSampler(plan, rank=0, world=1, accum=2, start=4))
+    assert resumed == one[4:] and len(MicroBatchSampler(plan, rank=0, world=1, accum=2, start=4)) == 6
+    assert len(list(MicroBatchSampler(plan, rank=0, world=1, accum=3))) == 9  # trailing partial step dropped
