@@ -83,6 +83,14 @@ def resolve_model_path(path: str | Path) -> Path:
     return latest / "model" if latest is not None else path
 
 
+def _processor_for(config: Any) -> Any:
+    """CLIP preprocessing at the vision tower's resolution, for a checkpoint that stores none."""
+    from llava_video.data.preprocess import ImageProcessorConfig
+
+    size = config.image_size
+    return ImageProcessorConfig(crop_size=size, shortest_edge=size, grid_pinpoints=config.anyres.grid_pinpoints)
+
+
 def build_model(config: TrainConfig, *, device: torch.device, attn: str) -> Any:
     """The model (fp32 weights: the optimizer's master copy) with its tokenizer and image processor."""
     from llava_video.data.preprocess import ImageProcessorConfig
@@ -94,14 +102,14 @@ def build_model(config: TrainConfig, *, device: torch.device, attn: str) -> Any:
         torch.manual_seed(m.seed)
         model = LlavaVideo(tiny_config(**m.tiny), attn_implementation=attn)
         model.tokenizer = tiny_tokenizer(int(model.config.text.get("vocab_size", 512)))
-        model.image_processor = ImageProcessorConfig.for_model(model.config)
+        model.image_processor = _processor_for(model.config)
     else:
         model = LlavaVideo.from_pretrained(resolve_model_path(m.path or ""), device="cpu", dtype="float32", attn_implementation=attn)
         directory = Path(model.checkpoint_dir)
         if (directory / "preprocessor_config.json").is_file():
             model.image_processor = ImageProcessorConfig.from_pretrained(directory)
         else:
-            model.image_processor = ImageProcessorConfig.for_model(model.config)
+            model.image_processor = _processor_for(model.config)
     if m.conv_template is not None:
         model.config.conv_template = m.conv_template
     return model.to(device)
@@ -312,7 +320,7 @@ class Trainer:
         cfg = self.config
         accum = cfg.schedule.gradient_accumulation
         start_time = time.perf_counter()
-        start_tokens = self.state.real_tokens
+        start_tokens, start_processed = self.state.real_tokens, self.state.processed_tokens
         progress = self._progress()
         first_loss: float | None = None
         last_loss: float | None = None
@@ -355,7 +363,7 @@ class Trainer:
             final_loss=last_loss,
             first_loss=first_loss,
             real_tokens=self.state.real_tokens - start_tokens,
-            processed_tokens=self.state.processed_tokens,
+            processed_tokens=self.state.processed_tokens - start_processed,
             seconds=time.perf_counter() - start_time,
             bad_records=len(self.report),
             output_dir=str(self.output_dir),
@@ -395,6 +403,11 @@ class Trainer:
             else:
                 (loss / accum).backward()
         if self.engine is None:
+            # A part no sample of this step used still gets a (zero) gradient, so the optimizer's state
+            # (Adam's step count) never depends on how samples were split across processes.
+            for p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
             average_gradients(self.trainable, self.env)
             if self.config.optim.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optim.max_grad_norm)
