@@ -68,5 +68,6 @@ def write_initial_model(*, model_config: str | Path, data_dir: str | Path, outpu
     torch.manual_seed(seed)
     model = LlavaVideo(tiny_config(**spec))
     model.tokenizer = tokenizer
-    model.image_processor = ImageProcessorConfig.for_model(model.config)
+    size = model.config.image_size
+    model.image_processor = ImageProcessorConfig(crop_size=size, shortest_edge=size, grid_pinpoints=model.config.anyres.grid_pinpoints)
     return model.save_pretrained(output)
