@@ -21,7 +21,7 @@ import re
 
 from llava_video.synthetic.world import PALETTE, SHAPES
 
-__all__ = ["content_words", "word_kind", "score_answer"]
+__all__ = ["content_words", "word_kind", "score_answer", "judge_rule"]
 
 _PHRASES = {
     # Multi-word phrases first, so 'top left' (a place) is not read as 'left' (a direction).
@@ -128,3 +128,9 @@ def score_answer(*, caption: str, question: str, reference: str, answer: str) ->
     if matched or any(word_kind(w) in reference_kinds for w in answer_words):
         return 2
     return 1
+
+
+def judge_rule(caption: str, question: str, reference: str | None, answer: str) -> int:
+    """:func:`score_answer` in the judge's rule signature, for ``tools/judge.py --backend rule
+    --rule llava_video.synthetic.rule_judge:judge_rule``."""
+    return score_answer(caption=caption, question=question, reference=reference or "", answer=answer)

@@ -53,10 +53,14 @@ class SFTObjective:
         return model(**inputs, use_cache=False, return_logits=False).loss
 
 
-OBJECTIVE_NAMES = ("sft",)
+OBJECTIVE_NAMES = ("sft", "dpo")
 
 
 def build_objective(name: str, *, packing: bool, pad_token_id: int, ignore_index: int, options: dict[str, Any]) -> Objective:
     if name == "sft":
         return SFTObjective(packing=packing, pad_token_id=pad_token_id, ignore_index=ignore_index, **options)
+    if name == "dpo":
+        from llava_video.train.dpo import DPOObjective  # imported lazily: SFT runs never need it
+
+        return DPOObjective(packing=packing, pad_token_id=pad_token_id, ignore_index=ignore_index, **options)
     raise ConfigError(f"objective.name={name!r} is not one of {', '.join(OBJECTIVE_NAMES)}")

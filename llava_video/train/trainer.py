@@ -128,6 +128,7 @@ class Trainer:
         self._wandb: Any = None
         self.engine: Any = None
         self.losses: list[float] = []
+        self.step_metrics: dict[str, float] = {}  # the objective's metrics of the last step
 
     # ---- setup -----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -157,7 +158,9 @@ class Trainer:
             options=dict(cfg.objective.options),
         )
         self.objective.setup(model=self.model, device=self.device)
-        self.dataset = self._build_dataset()
+        # A preference objective reads its own pairs file; SFT reads LLaVA records.
+        build_dataset = getattr(self.objective, "build_dataset", None)
+        self.dataset = build_dataset(config=cfg, model=self.model) if build_dataset is not None else self._build_dataset()
         self.steps_per_epoch = len(self._plan(0)) // (self.env.world * cfg.schedule.gradient_accumulation)
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -417,8 +420,19 @@ class Trainer:
         loss_total, counted_total, real_total, processed_total = all_reduce_sum(
             [loss_sum, counted, real, processed], self.env, self.device
         )
+        self.step_metrics = self._objective_metrics()
         # Mean over the micro-batches that had samples (NaN: the whole step was bad records).
         return (loss_total / counted_total if counted_total else float("nan")), real_total, processed_total
+
+    def _objective_metrics(self) -> dict[str, float]:
+        """The objective's own metrics of this step (e.g. DPO rewards), averaged over processes."""
+        pop = getattr(self.objective, "pop_metrics", None)
+        metrics = pop() if pop is not None else {}
+        if not metrics:
+            return {}
+        names = sorted(metrics)
+        totals = all_reduce_sum([metrics[k] for k in names], self.env, self.device)
+        return {k: v / self.env.world for k, v in zip(names, totals)}
 
     # ---- logging ---------------------------------------------------------------------------------
     def _progress(self) -> Any:
@@ -475,6 +489,8 @@ class Trainer:
         mfu = self._mfu(tps)
         if mfu is not None:
             record["mfu"] = mfu
+        extra = {k: v for k, v in self.step_metrics.items() if k != "loss"}
+        record.update(extra)
         if self.state.step % self.config.logging.every == 0 or self.state.step == self.total_steps:
             self._log_file.write(json.dumps(record) + "\n")
             if self._tb is not None:
@@ -485,6 +501,8 @@ class Trainer:
                     self._tb.add_scalar(f"lr/{name}", lr, self.state.step)
                 if mfu is not None:
                     self._tb.add_scalar("train/mfu", mfu, self.state.step)
+                for name, value in extra.items():
+                    self._tb.add_scalar(f"train/{name}", value, self.state.step)
             if self._wandb is not None:
                 self._wandb.log({k: v for k, v in record.items() if k != "lr"} | {f"lr/{k}": v for k, v in lrs.items()}, step=self.state.step)
         if progress is not None:
