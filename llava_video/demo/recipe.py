@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import yaml
 
 from llava_video.errors import ConfigError, LlavaVideoError
 
-__all__ = ["DemoRecipe", "load_demo_recipe", "run_demo_recipe", "REPO_ROOT", "DEMO_ASSET_DIR"]
+__all__ = ["DemoRecipe", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "REPO_ROOT", "DEMO_ASSET_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_ASSET_DIR = REPO_ROOT / "llava_video" / "assets" / "demo"
@@ -75,11 +76,11 @@ def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
                       dpo=dict(raw.get("dpo", {})), eval=dict(raw.get("eval", {})), config_dir=config_dir)
 
 
-def _tool(name: str, *args: str) -> list[str]:
+def tool_command(name: str, *args: str) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "tools" / name), *args]
 
 
-def _run(command: list[str], *, log: Path) -> None:
+def run_command(command: list[str], *, log: Path) -> None:
     """Run one stage's command from the repository root, its output appended to ``log``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     with log.open("a") as handle:
@@ -120,44 +121,44 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}"]
 
     def eval_mc(model_run: Path, name: str) -> list[str]:
-        return _tool("eval_nextqa.py", "--model", str(_model_dir(model_run)), "--annotations", str(data / "nextqa_mc.csv"),
+        return tool_command("eval_nextqa.py", "--model", str(_model_dir(model_run)), "--annotations", str(data / "nextqa_mc.csv"),
                      "--video-root", str(data / "videos"), "--task", "mc", "--frames", frames,
                      "--batch-size", str(recipe.eval.get("batch_size", 8)), "--num-workers", "0", "--no-progress",
                      "--output", str(out / name))
 
     stages: list[tuple[str, Callable[[], dict[str, Any] | None]]] = [
-        ("data", lambda: _run(_tool(
+        ("data", lambda: run_command(tool_command(
             "make_synthetic.py", "--output", str(data), "--seed", seed, "--frames", frames,
             "--num-train", str(d.get("num_train", 4000)), "--num-images", str(d.get("num_images", 1000)),
             "--num-eval", str(d.get("num_eval", 200)), "--num-dpo", str(d.get("num_dpo", 400)),
             "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5))), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
-        ("stage1", lambda: _run(_tool(
+        ("stage1", lambda: run_command(tool_command(
             "train.py", "--config", str(cfg / "stage1.yaml"), f"model.path={out / 'init'}",
             f"data.train={data / 'stage1.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage1'}",
             "logging.progress=false", *common), log=log)),
-        ("stage2", lambda: _run(_tool(
+        ("stage2", lambda: run_command(tool_command(
             "train.py", "--config", str(cfg / "stage2.yaml"), f"model.path={out / 'stage1'}",
             f"data.train={data / 'stage2.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage2'}",
             "logging.progress=false", *common), log=log)),
-        ("eval_stage2", lambda: (_run(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),
-        ("sample", lambda: _run(_tool(
+        ("eval_stage2", lambda: (run_command(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),
+        ("sample", lambda: run_command(tool_command(
             "sample_candidates.py", "--model", str(_model_dir(out / "stage2")), "--prompts", str(data / "dpo_prompts.jsonl"),
             "--output", str(out / "dpo" / "candidates.jsonl"), "--num-samples", str(recipe.dpo.get("num_samples", 4)),
             "--temperature", str(recipe.dpo.get("temperature", 1.0)), "--max-new-tokens", str(recipe.dpo.get("max_new_tokens", 48)),
             "--frames", frames, "--batch-size", str(recipe.dpo.get("num_samples", 4)), "--seed", seed, "--no-progress"), log=log)),
-        ("judge", lambda: _run(_tool(
+        ("judge", lambda: run_command(tool_command(
             "judge.py", "--candidates", str(out / "dpo" / "candidates.jsonl"), "--output", str(out / "dpo" / "judged.jsonl"),
             "--backend", "rule", "--rule", "llava_video.synthetic.rule_judge:judge_rule", "--no-cache", "--no-progress"), log=log)),
-        ("pairs", lambda: (_run(_tool(
+        ("pairs", lambda: (run_command(tool_command(
             "build_pairs.py", "--judged", str(out / "dpo" / "judged.jsonl"), "--output", str(out / "dpo" / "pairs.jsonl"),
             "--min-margin", str(recipe.dpo.get("min_margin", 1))), log=log),
             json.loads((out / "dpo" / "pairs.jsonl.report.json").read_text()))[1]),
-        ("dpo", lambda: _run(_tool(
+        ("dpo", lambda: run_command(tool_command(
             "train.py", "--config", str(cfg / "dpo.yaml"), f"model.path={out / 'stage2'}",
             f"data.train={out / 'dpo' / 'pairs.jsonl'}", f"data.num_frames={frames}",
             f"checkpoint.output_dir={out / 'dpo' / 'train'}", "logging.progress=false", *common), log=log)),
-        ("eval_dpo", lambda: (_run(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
+        ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
         ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
                                                max_new_tokens=int(recipe.dpo.get("max_new_tokens", 48)))),
     ]
@@ -168,14 +169,22 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             echo(f"[demo] {name}: done before, skipped")
             continue
         echo(f"[demo] {name} ...")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         result = stage()
-        seconds = time.perf_counter() - start
-        report["stages"][name] = {"done": True, "seconds": round(seconds, 1), **({"result": result} if result else {})}
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        report["stages"][name] = {"done": True, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+                                  **({"result": result} if result else {})}
         report["total_seconds"] = round(sum(s["seconds"] for s in report["stages"].values()), 1)
         _write_report(report_path, report)
         echo(f"[demo] {name}: {seconds:.1f} s")
     return report
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children: the work a stage did, which on
+    a shared machine says more about its cost on 2 free cores than its wall time does."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _init(*, cfg: Path, data: Path, out: Path, seed: int) -> dict[str, Any]:
