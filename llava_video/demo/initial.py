@@ -40,7 +40,8 @@ def demo_corpus(data_dir: str | Path) -> list[str]:
                 row = json.loads(line)
                 texts.extend((row["question"], row["reference"], row["caption"]))
     template = get_template("vicuna_v1")
-    texts += [template.system, "USER: ASSISTANT:", MC_INSTRUCTION, OE_INSTRUCTION, "Please describe this video in detail."]
+    texts += [template.system, "USER: ASSISTANT:", "[INST] [/INST]", MC_INSTRUCTION, OE_INSTRUCTION,
+              "Please describe this video in detail."]
     return texts
 
 

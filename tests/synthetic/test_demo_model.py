@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN_FRAMES = 8
 MAX_BYTES = 25 * 1024 * 1024
 
+# The checkpoint is produced by `python tools/train_demo.py --output runs/demo --install` (docs/demo.md).
+pytestmark = pytest.mark.skipif(not (DEMO_MODEL_DIR / "config.json").is_file(),
+                                reason="no demo checkpoint in llava_video/assets/demo yet (tools/train_demo.py --install)")
+
 
 def test_demo_checkpoint_is_small_and_complete():
     files = {p.name: p.stat().st_size for p in DEMO_MODEL_DIR.iterdir() if p.is_file()}
