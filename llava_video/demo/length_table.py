@@ -74,6 +74,6 @@ def format_length_table(results: dict[str, Any]) -> str:
     settings = sorted({r["setting"] for r in results["rows"]}, key=lambda s: (s != "auto", s))
     lines = ["| frames | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
     for count in sorted({r["frames"] for r in results["rows"]}):
-        cells = {r["setting"]: f"{100 * r['accuracy']:.1f}" for r in results["rows"] if r["frames"] == count}
+        cells = {r["setting"]: f"{r['accuracy']:.1f}" for r in results["rows"] if r["frames"] == count}
         lines.append(f"| {count} | " + " | ".join(cells.get(s, "-") for s in settings) + " |")
     return "\n".join(lines)
