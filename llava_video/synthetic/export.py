@@ -75,6 +75,7 @@ class ExportConfig:
     turns: int = 3
     questions_per_eval_clip: int = 5
     caption_share: float = 0.1
+    mc_share: float = 0.0  # stage-2 question turns written as NExT-QA multiple choice (letter answers)
     dpo_caption_share: float = 0.2
     holdout: Holdout = "seeds"
     crf: int = 0
@@ -94,7 +95,7 @@ class ExportConfig:
             raise ConfigError(f"clip_seconds: must be > 0, got {self.clip_seconds}")
         if self.turns < 1 or self.questions_per_eval_clip < 1:
             raise ConfigError("turns and questions_per_eval_clip: must be >= 1")
-        for name in ("caption_share", "dpo_caption_share"):
+        for name in ("caption_share", "dpo_caption_share", "mc_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.holdout not in ("seeds", "combos"):
@@ -231,9 +232,11 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
     # A separate stream per stage: stage 2 picks its own questions, not the caption prompt's draw.
     stage2_rng = [np.random.default_rng(np.random.SeedSequence([config.seed, 2, i])) for i in range(len(train) + len(images))]
     stage2 = _interleave(
-        [_record(s, qa_conversation(s, rng=stage2_rng[i], turns=config.turns, caption_share=config.caption_share))
+        [_record(s, qa_conversation(s, rng=stage2_rng[i], turns=config.turns, caption_share=config.caption_share,
+                                    mc_share=config.mc_share))
          for i, s in enumerate(train)],
-        [_record(s, qa_conversation(s, rng=stage2_rng[len(train) + i], turns=config.turns, caption_share=0.0))
+        [_record(s, qa_conversation(s, rng=stage2_rng[len(train) + i], turns=config.turns, caption_share=0.0,
+                                    mc_share=config.mc_share))
          for i, s in enumerate(images)],
         rng=layout_rng,
     )

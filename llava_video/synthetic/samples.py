@@ -47,6 +47,7 @@ __all__ = [
     "make_video_sample",
     "make_image_sample",
     "caption_conversation",
+    "mc_turn",
     "qa_conversation",
     "SyntheticDataset",
 ]
@@ -175,12 +176,24 @@ def caption_conversation(sample: Sample, *, rng: np.random.Generator) -> list[di
     return _turns([(prompts[int(rng.integers(0, len(prompts)))], sample.caption)], medium=sample.medium)
 
 
+def mc_turn(qa: QA) -> tuple[str, str]:
+    """A question as NExT-QA multiple choice, worded exactly as the evaluation prompts it, answered by
+    the option's letter."""
+    from llava_video.evaluation.nextqa import MC_INSTRUCTION, OPTION_LETTERS
+
+    options = "\n".join(f"{letter}. {text}" for letter, text in zip(OPTION_LETTERS, qa.options))
+    return f"{qa.question}\n{options}\n{MC_INSTRUCTION}", OPTION_LETTERS[qa.answer_index]
+
+
 def qa_conversation(
-    sample: Sample, *, rng: np.random.Generator, turns: int, caption_share: float = 0.0
+    sample: Sample, *, rng: np.random.Generator, turns: int, caption_share: float = 0.0, mc_share: float = 0.0
 ) -> list[dict[str, str]]:
     """Up to ``turns`` question/answer turns over different kinds; with probability ``caption_share`` the
-    first turn asks for the detailed caption instead (so the SFT model can also describe)."""
-    pairs = [(qa.question, qa.answer) for qa in select_questions(list(sample.qas), rng=rng, count=turns)]
+    first turn asks for the detailed caption instead (so the SFT model can also describe). Each question
+    turn is multiple choice with probability ``mc_share`` (no extra draws when it is 0, so datasets made
+    without it are unchanged)."""
+    chosen = select_questions(list(sample.qas), rng=rng, count=turns)
+    pairs = [mc_turn(qa) if mc_share > 0 and rng.random() < mc_share else (qa.question, qa.answer) for qa in chosen]
     if rng.random() < caption_share:
         prompts = VIDEO_CAPTION_PROMPTS if sample.medium == "video" else IMAGE_CAPTION_PROMPTS
         pairs = [(prompts[int(rng.integers(0, len(prompts)))], sample.caption)] + pairs[: max(turns - 1, 0)]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from llava_video.config import LlavaVideoConfig
 
-__all__ = ["TINY_SPECIAL_TOKENS", "tiny_config", "tiny_tokenizer", "tiny_model"]
+__all__ = ["TINY_SPECIAL_TOKENS", "bpe_tokenizer_json", "fast_tokenizer", "tiny_config", "tiny_tokenizer", "tiny_model"]
 
 TINY_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<video>", "<image>"]
 VIDEO_ID, IMAGE_ID = 4, 5
@@ -32,8 +32,8 @@ _CORPUS = [
 ]
 
 
-@lru_cache(maxsize=4)
-def _tokenizer_json(vocab_size: int) -> str:
+def bpe_tokenizer_json(corpus: Sequence[str], *, vocab_size: int) -> str:
+    """A byte-level BPE (``TINY_SPECIAL_TOKENS`` first) trained in-process on ``corpus``, as JSON."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -45,17 +45,18 @@ def _tokenizer_json(vocab_size: int) -> str:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(list(corpus), trainer=trainer)
     return tok.to_str()
 
 
-def tiny_tokenizer(vocab_size: int = 512) -> Any:
-    """A PreTrainedTokenizerFast with ``<video>`` = 4 and ``<image>`` = 5, BOS ``<s>``, EOS ``</s>``."""
+def fast_tokenizer(tokenizer_json: str) -> Any:
+    """A PreTrainedTokenizerFast over a ``bpe_tokenizer_json`` with ``<video>`` = 4 and ``<image>`` = 5,
+    BOS ``<s>``, EOS ``</s>``."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)),
+        tokenizer_object=Tokenizer.from_str(tokenizer_json),
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
@@ -64,6 +65,16 @@ def tiny_tokenizer(vocab_size: int = 512) -> Any:
     )
     assert tok.convert_tokens_to_ids("<video>") == VIDEO_ID and tok.convert_tokens_to_ids("<image>") == IMAGE_ID
     return tok
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_json(vocab_size: int) -> str:
+    return bpe_tokenizer_json(_CORPUS * 4, vocab_size=vocab_size)
+
+
+def tiny_tokenizer(vocab_size: int = 512) -> Any:
+    """The tiny models' tokenizer, trained on a small fixed corpus (deterministic)."""
+    return fast_tokenizer(_tokenizer_json(vocab_size))
 
 
 def tiny_config(

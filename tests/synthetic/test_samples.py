@@ -49,3 +49,28 @@ def test_holdout_modes():
     assert world_for_holdout(WorldConfig(held_out_combos=(("red", "square"),)), "seeds").held_out_combos == ()
     with pytest.raises(ConfigError):
         world_for_holdout(WorldConfig(), "nope")
+
+
+def test_multiple_choice_turns_match_the_evaluation_prompt():
+    """mc_share=1: every question turn is the prompt tools/eval_nextqa.py builds, answered by the right letter;
+    mc_share=0 (the default) leaves conversations as they were."""
+    import numpy as np
+
+    from llava_video.evaluation.nextqa import NextQAQuestion, build_prompt
+    from llava_video.synthetic.samples import make_video_sample, qa_conversation
+    from llava_video.synthetic.world import WorldConfig
+
+    sample = make_video_sample(seed=3, split="train", index=1, num_frames=8, config=WorldConfig())
+    turns = qa_conversation(sample, rng=np.random.default_rng(0), turns=3, mc_share=1.0)
+    by_question = {qa.question: qa for qa in sample.qas}
+    assert len(turns) == 6
+    for human, gpt in zip(turns[::2], turns[1::2]):
+        text = human["value"].removeprefix("<video>\n")
+        qa = by_question[text.split("\n")[0]]
+        question = NextQAQuestion(video="v", qid="0", question=qa.question, qtype=qa.nextqa_type,
+                                  answer=str(qa.answer_index), options=tuple(qa.options))
+        assert text == build_prompt(question, task="mc")
+        assert gpt["value"] == "ABCDE"[qa.answer_index]
+    plain = qa_conversation(sample, rng=np.random.default_rng(0), turns=3)
+    assert plain == qa_conversation(sample, rng=np.random.default_rng(0), turns=3, mc_share=0.0)
+    assert all("Answer with the option's letter" not in t["value"] for t in plain)

@@ -1,0 +1,48 @@
+"""The judge's mean score of a model's greedy answers to held-out DPO prompts (before vs after DPO).
+
+Answers come from the shared inference pipeline (the path every command uses); scores from the synthetic
+world's rule judge with the prompt's own caption and reference.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["greedy_judge_scores"]
+
+
+def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: int, max_new_tokens: int = 48,
+                        output: str | Path | None = None) -> dict[str, Any]:
+    """Greedy answers to every prompt of ``prompts`` (JSONL with id, video, question, reference, caption,
+    kind), scored 1..5; returns the mean, the count and the mean per kind. ``output``: one JSON line per
+    answer, written at the end (atomically)."""
+    from llava_video import LlavaVideo
+    from llava_video.inference import pipeline as pl
+    from llava_video.synthetic.rule_judge import score_answer
+
+    prompts = Path(prompts)
+    rows = [json.loads(line) for line in prompts.read_text().splitlines() if line.strip()]
+    model = LlavaVideo.from_pretrained(str(model_dir), device="cpu", dtype="float32")
+    settings = pl.GenerationSettings(max_new_tokens=max_new_tokens)
+    scored = []
+    for row in rows:
+        visual = pl.load_visual(model, video=prompts.parent / row["video"], num_frames=frames)
+        request = pl.prepare_request(model, visual, pl.build_messages(row["question"]), max_new_tokens=max_new_tokens)
+        (result,) = pl.generate_batch(model, [request], settings)
+        score = score_answer(caption=row["caption"], question=row["question"], reference=row["reference"], answer=result.answer)
+        scored.append({"id": row["id"], "kind": row.get("kind", ""), "answer": result.answer, "score": score})
+    by_kind: dict[str, list[int]] = {}
+    for item in scored:
+        by_kind.setdefault(item["kind"], []).append(item["score"])
+    if output is not None:
+        output = Path(output)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text("".join(json.dumps(item) + "\n" for item in scored))
+        tmp.replace(output)
+    return {
+        "count": len(scored),
+        "mean_score": sum(s["score"] for s in scored) / max(1, len(scored)),
+        "mean_score_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
+    }

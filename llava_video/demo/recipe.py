@@ -1,0 +1,221 @@
+"""The demo recipe end to end, through the toolkit's own entry points (each stage is the command a user
+would type; see docs/demo.md):
+
+    data     tools/make_synthetic.py          the synthetic world: clips, stills, stage-1/2 records, CSVs, prompts
+    init     write_initial_model              a random model with a tokenizer trained on the world's text
+    stage1   tools/train.py configs/demo/stage1.yaml   captions, every part trains (nothing is pretrained)
+    stage2   tools/train.py configs/demo/stage2.yaml   mixed image + video QA, half multiple choice
+    eval_stage2   tools/eval_nextqa.py --task mc       held-out multiple choice
+    sample   tools/sample_candidates.py       K answers per DPO prompt
+    judge    tools/judge.py --backend rule    the synthetic rule judge with the ground-truth caption
+    pairs    tools/build_pairs.py             best vs worst per prompt
+    dpo      tools/train.py configs/demo/dpo.yaml
+    eval_dpo tools/eval_nextqa.py --task mc
+    judge_scores  greedy answers to held-out DPO prompts, judged, before vs after DPO
+    install  copy the final model into llava_video/assets/demo (only with install=True)
+
+Every stage's wall time goes into ``<output>/report.json`` (rewritten atomically after each stage); a
+rerun skips the stages the report already lists as done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from llava_video.errors import ConfigError, LlavaVideoError
+
+__all__ = ["DemoRecipe", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "REPO_ROOT", "DEMO_ASSET_DIR"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_ASSET_DIR = REPO_ROOT / "llava_video" / "assets" / "demo"
+# Files of a model folder that ship (the llava-hf layout plus our typed config).
+_MODEL_FILES = ("config.json", "llava_video_config.json", "model.safetensors", "preprocessor_config.json",
+                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """``configs/demo/recipe.yaml``: the settings the stage recipes do not hold."""
+
+    seed: int
+    frames: int
+    data: dict[str, Any]
+    dpo: dict[str, Any]
+    eval: dict[str, Any]
+    config_dir: Path
+
+    def __post_init__(self) -> None:
+        if self.frames < 1:
+            raise ConfigError(f"recipe frames must be >= 1, got {self.frames}")
+        for name in ("stage1.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
+            if not (self.config_dir / name).is_file():
+                raise ConfigError(f"{self.config_dir / name}: missing")
+
+
+def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
+    config_dir = Path(config_dir)
+    path = config_dir / "recipe.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing")
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = {"seed", "frames", "data", "dpo", "eval"}
+    if set(raw) - known:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(set(raw) - known))}")
+    return DemoRecipe(seed=int(raw.get("seed", 0)), frames=int(raw.get("frames", 8)), data=dict(raw.get("data", {})),
+                      dpo=dict(raw.get("dpo", {})), eval=dict(raw.get("eval", {})), config_dir=config_dir)
+
+
+def tool_command(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "tools" / name), *args]
+
+
+def run_command(command: list[str], *, log: Path) -> None:
+    """Run one stage's command from the repository root, its output appended to ``log``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    with log.open("a") as handle:
+        handle.write("$ " + " ".join(command) + "\n")
+        handle.flush()
+        code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise LlavaVideoError(f"stage command failed with exit code {code} (see {log}): {' '.join(command)}")
+
+
+def _model_dir(run_dir: Path) -> Path:
+    from llava_video.train.trainer import resolve_model_path
+
+    return resolve_model_path(run_dir)
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _mc_metrics(eval_dir: Path) -> dict[str, Any]:
+    return json.loads((eval_dir / "metrics.json").read_text())
+
+
+def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / "configs" / "demo", install: bool = False,
+                    echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every stage into ``output``; returns the report (stage times, accuracies, judge scores)."""
+    recipe = load_demo_recipe(config_dir)
+    out = Path(output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "commands.log"
+    report_path = out / "report.json"
+    report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.is_file() else {"stages": {}}
+    data, frames, seed, d = out / "data", str(recipe.frames), str(recipe.seed), recipe.data
+    cfg = recipe.config_dir
+    common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}"]
+
+    def eval_mc(model_run: Path, name: str) -> list[str]:
+        return tool_command("eval_nextqa.py", "--model", str(_model_dir(model_run)), "--annotations", str(data / "nextqa_mc.csv"),
+                     "--video-root", str(data / "videos"), "--task", "mc", "--frames", frames,
+                     "--batch-size", str(recipe.eval.get("batch_size", 8)), "--num-workers", "0", "--no-progress",
+                     "--output", str(out / name))
+
+    stages: list[tuple[str, Callable[[], dict[str, Any] | None]]] = [
+        ("data", lambda: run_command(tool_command(
+            "make_synthetic.py", "--output", str(data), "--seed", seed, "--frames", frames,
+            "--num-train", str(d.get("num_train", 4000)), "--num-images", str(d.get("num_images", 1000)),
+            "--num-eval", str(d.get("num_eval", 200)), "--num-dpo", str(d.get("num_dpo", 400)),
+            "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5))), log=log)),
+        ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
+        ("stage1", lambda: run_command(tool_command(
+            "train.py", "--config", str(cfg / "stage1.yaml"), f"model.path={out / 'init'}",
+            f"data.train={data / 'stage1.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage1'}",
+            "logging.progress=false", *common), log=log)),
+        ("stage2", lambda: run_command(tool_command(
+            "train.py", "--config", str(cfg / "stage2.yaml"), f"model.path={out / 'stage1'}",
+            f"data.train={data / 'stage2.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage2'}",
+            "logging.progress=false", *common), log=log)),
+        ("eval_stage2", lambda: (run_command(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),
+        ("sample", lambda: run_command(tool_command(
+            "sample_candidates.py", "--model", str(_model_dir(out / "stage2")), "--prompts", str(data / "dpo_prompts.jsonl"),
+            "--output", str(out / "dpo" / "candidates.jsonl"), "--num-samples", str(recipe.dpo.get("num_samples", 4)),
+            "--temperature", str(recipe.dpo.get("temperature", 1.0)), "--max-new-tokens", str(recipe.dpo.get("max_new_tokens", 48)),
+            "--frames", frames, "--batch-size", str(recipe.dpo.get("num_samples", 4)), "--seed", seed, "--no-progress"), log=log)),
+        ("judge", lambda: run_command(tool_command(
+            "judge.py", "--candidates", str(out / "dpo" / "candidates.jsonl"), "--output", str(out / "dpo" / "judged.jsonl"),
+            "--backend", "rule", "--rule", "llava_video.synthetic.rule_judge:judge_rule", "--no-cache", "--no-progress"), log=log)),
+        ("pairs", lambda: (run_command(tool_command(
+            "build_pairs.py", "--judged", str(out / "dpo" / "judged.jsonl"), "--output", str(out / "dpo" / "pairs.jsonl"),
+            "--min-margin", str(recipe.dpo.get("min_margin", 1))), log=log),
+            json.loads((out / "dpo" / "pairs.jsonl.report.json").read_text()))[1]),
+        ("dpo", lambda: run_command(tool_command(
+            "train.py", "--config", str(cfg / "dpo.yaml"), f"model.path={out / 'stage2'}",
+            f"data.train={out / 'dpo' / 'pairs.jsonl'}", f"data.num_frames={frames}",
+            f"checkpoint.output_dir={out / 'dpo' / 'train'}", "logging.progress=false", *common), log=log)),
+        ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
+        ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
+                                               max_new_tokens=int(recipe.dpo.get("max_new_tokens", 48)))),
+    ]
+    if install:
+        stages.append(("install", lambda: {"installed": str(install_model(_model_dir(out / "dpo" / "train")))}))
+    for name, stage in stages:
+        if report["stages"].get(name, {}).get("done"):
+            echo(f"[demo] {name}: done before, skipped")
+            continue
+        echo(f"[demo] {name} ...")
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        result = stage()
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        report["stages"][name] = {"done": True, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+                                  **({"result": result} if result else {})}
+        report["total_seconds"] = round(sum(s["seconds"] for s in report["stages"].values()), 1)
+        _write_report(report_path, report)
+        echo(f"[demo] {name}: {seconds:.1f} s")
+    return report
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children: the work a stage did, which on
+    a shared machine says more about its cost on 2 free cores than its wall time does."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _init(*, cfg: Path, data: Path, out: Path, seed: int) -> dict[str, Any]:
+    from llava_video.demo.initial import write_initial_model
+
+    path = write_initial_model(model_config=cfg / "model.yaml", data_dir=data, output=out / "init", seed=seed)
+    return {"model": str(path)}
+
+
+def _judge_scores(*, out: Path, data: Path, frames: int, max_new_tokens: int) -> dict[str, Any]:
+    from llava_video.demo.judge_eval import greedy_judge_scores
+
+    prompts = data / "dpo_eval_prompts.jsonl"
+    return {
+        name: greedy_judge_scores(model_dir=_model_dir(run), prompts=prompts, frames=frames, max_new_tokens=max_new_tokens,
+                                  output=out / f"greedy_{name}.jsonl")
+        for name, run in (("stage2", out / "stage2"), ("dpo", out / "dpo" / "train"))
+    }
+
+
+def install_model(model_dir: str | Path, *, target: Path = DEMO_ASSET_DIR) -> Path:
+    """Copy a trained model folder's shipped files into ``target`` (replacing what is there)."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.safetensors").is_file():
+        raise LlavaVideoError(f"{model_dir}: no model.safetensors to install")
+    staging = target.with_name(target.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in _MODEL_FILES:
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, staging / name)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)
+    return target

@@ -1,0 +1,84 @@
+"""The demo recipe's pieces that run in seconds: the recipe files validate, the initial model's tokenizer is
+trained on the world's text, installing copies a loadable model, RoPE variants store their factor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llava_video.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "configs" / "demo"
+
+
+def test_recipe_and_stage_configs_validate():
+    from llava_video.demo.recipe import load_demo_recipe
+    from llava_video.train.config import load_train_config
+
+    recipe = load_demo_recipe(CONFIG_DIR)
+    assert recipe.frames == 8 and recipe.data["mc_share"] > 0
+    for name in ("stage1.yaml", "stage2.yaml", "dpo.yaml"):
+        config = load_train_config(CONFIG_DIR / name)
+        assert config.runtime.device == "cpu" and config.data.num_frames == recipe.frames
+    assert load_train_config(CONFIG_DIR / "stage1.yaml").parts.vision_tower.train  # nothing is pretrained
+    assert load_train_config(CONFIG_DIR / "dpo.yaml").objective.name == "dpo"
+
+
+def test_recipe_rejects_unknown_keys(tmp_path):
+    from llava_video.demo.recipe import load_demo_recipe
+
+    for name in ("stage1.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
+        (tmp_path / name).write_text((CONFIG_DIR / name).read_text())
+    (tmp_path / "recipe.yaml").write_text("frames: 8\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="epochs"):
+        load_demo_recipe(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def initial_model(tmp_path_factory):
+    from llava_video.demo.initial import write_initial_model
+    from llava_video.synthetic.export import ExportConfig, export_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    export_dataset(output=root / "data", config=ExportConfig(seed=0, num_train=6, num_eval=2, num_images=3, num_dpo=2,
+                                                             num_dpo_eval=1, frames=8, mc_share=0.5))
+    return write_initial_model(model_config=CONFIG_DIR / "model.yaml", data_dir=root / "data", output=root / "init", seed=0)
+
+
+def test_initial_model_tokenizer_is_trained_on_the_world(initial_model):
+    from llava_video import LlavaVideo
+
+    model = LlavaVideo.from_pretrained(str(initial_model), device="cpu", dtype="float32")
+    tok = model.tokenizer
+    assert tok.convert_tokens_to_ids("<video>") == model.config.video_token_id == 4
+    assert tok.convert_tokens_to_ids("<image>") == model.config.image_token_id == 5
+    # The world's words are whole tokens: answers stay short.
+    for word in (" triangle", " purple", " circle", " square"):
+        assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
+    assert len(tok) <= int(model.config.text["vocab_size"])
+
+
+def test_install_copies_a_loadable_model(initial_model, tmp_path):
+    from llava_video import LlavaVideo
+    from llava_video.demo.recipe import install_model
+
+    target = install_model(initial_model, target=tmp_path / "assets" / "demo")
+    assert sum(p.stat().st_size for p in target.iterdir()) <= 25 * 1024 * 1024
+    LlavaVideo.from_pretrained(str(target), device="cpu", dtype="float32")
+    with pytest.raises(Exception, match="model.safetensors"):
+        install_model(tmp_path / "nothing", target=tmp_path / "other")
+
+
+def test_rope_variant_stores_its_factor(initial_model, tmp_path):
+    from llava_video import LlavaVideo
+    from llava_video.demo.length_table import format_length_table, rope_variant
+
+    path = rope_variant(model_dir=initial_model, output=tmp_path / "rope4", factor=4.0)
+    model = LlavaVideo.from_pretrained(str(path), device="cpu", dtype="float32")
+    assert model.config.rope_linear_factor == 4.0 and model.config.max_position_embeddings == 8192
+    table = format_length_table({"rows": [{"frames": 8, "setting": "auto", "accuracy": 50.0},
+                                          {"frames": 32, "setting": "factor 4", "accuracy": 25.0}]})
+    assert "| 32 | - | 25.0 |" in table and json.dumps(table)
