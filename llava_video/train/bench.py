@@ -131,14 +131,15 @@ def run_train_benchmark(
     from llava_video.testing.tiny import tiny_tokenizer
     from llava_video.testing.tiny_data import write_tiny_dataset
     from llava_video.train.config import TrainConfig
-    from llava_video.train.trainer import Trainer, _processor_for
+    from llava_video.inference.pipeline import image_processor_for
+    from llava_video.train.trainer import Trainer
 
     out = Path(out_dir)
     data = write_tiny_dataset(out / "data", num_videos=num_videos, num_images=num_images, num_text=num_text, frames=frames, seed=seed)
     torch.manual_seed(seed)
     model = LlavaVideo(bench_model_config())
     model.tokenizer = tiny_tokenizer()
-    model.image_processor = _processor_for(model.config)
+    model.image_processor = image_processor_for(model)
     model_dir = model.save_pretrained(out / "weights")
     n_params = sum(p.numel() for p in model.parameters())
     recipe = {
