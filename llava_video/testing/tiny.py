@@ -143,3 +143,4 @@ def tiny_model(config: LlavaVideoConfig | None = None, *, seed: int = 0, with_to
     if with_tokenizer:
         model.tokenizer = tiny_tokenizer(int(model.config.text.get("vocab_size", 512)))
     return model
+
