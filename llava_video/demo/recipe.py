@@ -131,7 +131,8 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             "make_synthetic.py", "--output", str(data), "--seed", seed, "--frames", frames,
             "--num-train", str(d.get("num_train", 4000)), "--num-images", str(d.get("num_images", 1000)),
             "--num-eval", str(d.get("num_eval", 200)), "--num-dpo", str(d.get("num_dpo", 400)),
-            "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5))), log=log)),
+            "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5)),
+            "--size", str(d.get("size", 64))), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
         ("stage1", lambda: run_command(tool_command(
             "train.py", "--config", str(cfg / "stage1.yaml"), f"model.path={out / 'init'}",
