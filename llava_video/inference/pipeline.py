@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from llava_video.data.conversation import IMAGE_MARKER, VIDEO_MARKER, Message, encode_conversation, template_for
@@ -182,7 +181,7 @@ def load_visual(
                     image = im.convert("RGB")
             except (OSError, ValueError) as exc:
                 raise InputError(f"{image}: cannot read image ({exc})") from None
-        tiles, size = preprocess_anyres_image(image if not isinstance(image, np.ndarray) else image, proc)
+        tiles, size = preprocess_anyres_image(image, proc)
         visual.image_tiles.append(tiles)
         visual.image_sizes.append(tuple(size))
     if images:

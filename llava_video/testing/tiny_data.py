@@ -14,20 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_tiny_dataset", "COLOURS"]
+__all__ = ["write_tiny_dataset", "moving_square_clip", "COLOURS"]
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230), "yellow": (230, 220, 40)}
 _DIRECTIONS = ("left", "right")
 
 
-def _clip(colour: tuple[int, int, int], direction: str, *, frames: int, size: int) -> np.ndarray:
+def moving_square_clip(
+    colour: tuple[int, int, int], *, direction: str, frames: int, size: int, row: int | None = None
+) -> np.ndarray:
+    """A square of side size/4 crossing a black frame left->right (or right->left); vertically centred
+    unless ``row`` gives its top row."""
     video = np.zeros((frames, size, size, 3), dtype=np.uint8)  # (T, H, W, 3)
     side = size // 4
+    rows = slice(size // 2 - side // 2, size // 2 + side // 2) if row is None else slice(row, row + side)
     for t in range(frames):
         x = int((size - side) * t / max(1, frames - 1))
         if direction == "left":
             x = size - side - x
-        video[t, size // 2 - side // 2 : size // 2 + side // 2, x : x + side] = colour
+        video[t, rows, x : x + side] = colour
     return video
 
 
@@ -62,7 +67,7 @@ def write_tiny_dataset(
     for i in range(num_videos):
         colour, direction = names[i % len(names)], _DIRECTIONS[(i // len(names) + i) % 2]
         rel = f"clip_{i}.mp4"
-        write_video(root / "videos" / rel, _clip(COLOURS[colour], direction, frames=frames, size=size), fps=8.0, options={"crf": "0"})
+        write_video(root / "videos" / rel, moving_square_clip(COLOURS[colour], direction=direction, frames=frames, size=size), fps=8.0, options={"crf": "0"})
         answer = f"A {colour} square moves {direction}."
         if long_answers:
             answer = " ".join([answer] * 3)

@@ -18,25 +18,13 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 
-from llava_video.testing.tiny_data import COLOURS
+from llava_video.testing.tiny_data import COLOURS, moving_square_clip
 
 __all__ = ["write_preference_pairs"]
 
 _DIRECTIONS = ("left", "right")
 _SHAPES = ("circle", "triangle", "square")
-
-
-def _clip(colour: tuple[int, int, int], *, direction: str, row: int, frames: int, size: int) -> np.ndarray:
-    video = np.zeros((frames, size, size, 3), dtype=np.uint8)  # (T, H, W, 3)
-    side = size // 4
-    for t in range(frames):
-        x = int((size - side) * t / max(1, frames - 1))
-        if direction == "left":
-            x = size - side - x
-        video[t, row : row + side, x : x + side] = colour
-    return video
 
 
 def write_preference_pairs(
@@ -61,7 +49,7 @@ def write_preference_pairs(
         colour, direction = names[i % len(names)], rng.choice(_DIRECTIONS)
         wrong = rng.choice([c for c in names if c != colour])
         rel = f"videos/{name}_{i}.mp4"
-        clip = _clip(COLOURS[colour], direction=direction, row=rng.randrange(0, size - size // 4), frames=frames, size=size)
+        clip = moving_square_clip(COLOURS[colour], direction=direction, row=rng.randrange(0, size - size // 4), frames=frames, size=size)
         write_video(root / rel, clip, fps=8.0, options={"crf": "0"})
         rows.append(
             {
