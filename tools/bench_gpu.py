@@ -5,10 +5,13 @@
     python tools/bench_gpu.py --smoke            # tiny sizes, any device (checks the script itself)
 
 1. Packed-batch attention numerics: the fast path (flash-attn 2 varlen when installed, else the toolkit's
-   per-sample kernel on torch SDPA's flash backend) against per-sample SDPA, bf16; max |logit diff|.
+   packed kernel: torch's varlen_attn on CUDA when torch ships it, per-sample SDPA otherwise) against
+   per-sample SDPA, bf16; max |logit diff|.
 2. Training throughput and MFU of a ~1.5B LLaVA-NeXT-Video-shaped model (random init, CLIP-L/336 tower,
    32-frame videos mixed with AnyRes images): ours (packed rows, fast attention) vs transformers'
-   LlavaNextVideoForConditionalGeneration on padded batches, same samples, same run.
+   LlavaNextVideoForConditionalGeneration on padded batches, same samples, same run. MFU counts the useful
+   model FLOPs of a step (LM and projector forward+backward, causal attention within each sample, the frozen
+   tower's forward up to the selected layer), never recomputation or padding, over the bf16 dense peak.
 3. 32-frame inference of a 7B-shaped model: vision encode, prefill, decode tokens/s and peak memory,
    ours vs transformers' generate on the same weights and inputs.
 
@@ -31,7 +34,7 @@ import torch  # noqa: E402
 
 from llava_video import LlavaVideo  # noqa: E402
 from llava_video.data.batching import Sample, collate  # noqa: E402
-from llava_video.model.packed_attention import register_packed_attention  # noqa: E402
+from llava_video.model.packed_attention import packed_kernel_name, register_packed_attention  # noqa: E402
 from llava_video.optional import flash_attn_available  # noqa: E402
 from llava_video.testing import tiny_config  # noqa: E402
 from llava_video.testing.tiny import IMAGE_ID, VIDEO_ID  # noqa: E402
@@ -84,12 +87,44 @@ def _samples(cfg, *, n_videos: int, n_images: int, frames: int, answer: int, see
     return out
 
 
+def fast_attention(device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    """(attn_implementation, what it runs) of the training fast path."""
+    if flash_attn_available():
+        return "flash_attention_2", "flash-attn 2 varlen"
+    return register_packed_attention(), f"packed kernel: {packed_kernel_name(device, dtype)}"
+
+
+def step_flops(model: LlavaVideo, samples: list[Sample]) -> float:
+    """Useful FLOPs of one forward+backward over ``samples`` (frozen tower: forward only; no recomputation)."""
+    cfg = model.config
+    lm = model.language_model
+    d, n_layers = lm.config.hidden_size, lm.config.num_hidden_layers
+    lm_params = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n)  # lookups are free
+    proj_params = sum(p.numel() for p in model.multi_modal_projector.parameters())
+    enc = model.vision_tower.vision_model
+    layer_idx = cfg.feature.layer if isinstance(cfg.feature.layer, list) else [cfg.feature.layer]
+    total_states = len(enc.encoder.layers) + 1
+    vis_layers = max(i if i >= 0 else total_states + i for i in layer_idx)  # the tower stops at the selected layer
+    vis_layer_params = sum(p.numel() for p in enc.encoder.layers[0].parameters())
+    dv = enc.config.hidden_size
+    patches = (cfg.image_size // enc.config.patch_size) ** 2
+    flops = 0.0
+    for s in samples:
+        L = s.input_ids.numel()
+        flops += 6 * lm_params * L + 6 * n_layers * d * L * L  # causal: half of the 4*L^2*d score/value work, x3 for backward
+        frames = sum(v.shape[0] for v in s.videos) + sum(t.shape[0] for t in s.images)
+        t = patches + 1  # CLIP's CLS token
+        flops += frames * (2 * vis_layers * vis_layer_params * t + 4 * vis_layers * dv * t * t)
+        flops += 6 * proj_params * frames * patches
+    return flops
+
+
 def check_numerics(args, device, report) -> None:
     sizes = dict(vision_layers=2, vision_hidden=256, text_hidden=1024, text_layers=4)
     if args.smoke:
         sizes = dict(vision_layers=1, vision_hidden=64, text_hidden=128, text_layers=2, image_size=56, patch_size=14)
     cfg = model_config(**sizes)
-    fast = "flash_attention_2" if flash_attn_available() else register_packed_attention()
+    fast, kernel = fast_attention(device, torch.bfloat16)
     torch.manual_seed(0)
     model = LlavaVideo(cfg, attn_implementation="sdpa").to(device, torch.bfloat16).eval()
     samples = _samples(cfg, n_videos=2, n_images=2, frames=4, answer=32, seed=1)
@@ -104,7 +139,7 @@ def check_numerics(args, device, report) -> None:
     scale = ref.abs().max().item()
     # bf16 keeps 8 mantissa bits: logits of size ~scale agree to a few ulps after a few layers.
     tol = 0.05 * max(scale, 1.0)
-    report.append(f"numerics: packed {fast} vs per-sample sdpa, bf16: max |diff| {diff:.4f} (logit scale {scale:.2f}, "
+    report.append(f"numerics: packed row through {kernel} vs each sample alone through sdpa, bf16: max |diff| {diff:.4f} (logit scale {scale:.2f}, "
                   f"tolerance {tol:.3f}) -> {'OK' if diff <= tol else 'FAIL'}")
 
 
@@ -116,8 +151,8 @@ def bench_training(args, device, report) -> None:
     cfg = model_config(**sizes)
     frames = 32 if not args.smoke else 4
     samples = _samples(cfg, n_videos=args.train_videos, n_images=args.train_images, frames=frames, answer=64, seed=2)
-    fast = "flash_attention_2" if flash_attn_available() else register_packed_attention()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    fast, kernel = fast_attention(device, dtype)
     torch.manual_seed(0)
     ours = LlavaVideo(cfg, attn_implementation=fast).to(device, dtype)
     ours.vision_tower.requires_grad_(False)
@@ -127,8 +162,9 @@ def bench_training(args, device, report) -> None:
         ours.save_pretrained(tmp)
         theirs = LlavaNextVideoForConditionalGeneration.from_pretrained(tmp, dtype=dtype).to(device)
     theirs.model.vision_tower.requires_grad_(False)
-    for m in (ours.language_model, theirs):
-        m.gradient_checkpointing_enable()
+    if args.checkpointing:
+        for m in (ours.language_model, theirs):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def step(model, batch, is_ours: bool) -> None:
         inputs = batch.model_inputs(device)
@@ -150,28 +186,47 @@ def bench_training(args, device, report) -> None:
 
     per_batch = args.batch_size
     batches = [samples[i: i + per_batch] for i in range(0, len(samples), per_batch)]
+    useful = sum(step_flops(ours, b) for b in batches)
     results = {}
-    for name, model, packing in (("ours (packed)", ours, True), ("transformers (padded)", theirs, False)):
+    runs = [("transformers (padded)", theirs, False), ("ours (packed)", ours, True)]
+    if args.compile and device.type == "cuda":
+        runs.append(("ours (packed, compiled blocks)", ours, True))
+    for name, model, packing in runs:
+        if "compiled" in name:
+            model.compile_blocks()  # the first steps below compile (not timed)
         collated = [collate(b, packing=packing, pad_token_id=0, ignore_index=-100) for b in batches]
-        step(model, collated[0], packing)  # warm-up
-        _sync()
-        real = processed = 0
-        t0 = time.perf_counter()
-        for b in collated:
+        for b in collated[: 2 if "compiled" in name else 1]:  # warm-up (compiled: a second length too)
             step(model, b, packing)
-            real += b.real_tokens
-            processed += b.processed_tokens
         _sync()
-        secs = time.perf_counter() - t0
-        results[name] = (real / secs, real / processed)
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in (torch.cuda.get_device_name() if device.type == "cuda" else "")), None)
-    for name, (tps, eff) in results.items():
-        # 6 N flops per trained token for the LM and projector; the frozen tower costs 2 N_vision per patch token.
-        mfu = 6 * n_trained * tps / (peak * 1e12) if peak else float("nan")
-        report.append(f"training {name}: {tps:,.0f} real tokens/s, token efficiency {eff:.1%}, MFU {mfu:.1%} "
-                      f"({n_params / 1e9:.2f}B params, {n_trained / 1e9:.2f}B trained)")
-    (a, _), (b, _) = results.values()
-    report.append(f"training speed-up ours/transformers: {a / b:.2f}x")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(args.epochs):
+            real = processed = 0
+            t0 = time.perf_counter()
+            for b in collated:
+                step(model, b, packing)
+                real += b.real_tokens
+                processed += b.processed_tokens
+            _sync()
+            times.append(time.perf_counter() - t0)
+        secs = statistics.median(times)
+        mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        results[name] = (real / secs, real / processed, useful / secs, mem)
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    report.append(f"training setup: {n_params / 1e9:.2f}B params ({n_trained / 1e9:.2f}B trained, tower frozen), "
+                  f"{len(samples)} samples in batches of {per_batch}, {useful / 1e12:.1f} TFLOP useful work per pass, "
+                  f"median of {args.epochs} passes, gradient checkpointing {'on' if args.checkpointing else 'off'}, "
+                  f"ours attention: {kernel}")
+    for name, (tps, eff, fps, mem) in results.items():
+        mfu = fps / (peak * 1e12) if peak else float("nan")
+        report.append(f"training {name}: {tps:,.0f} real tokens/s, token efficiency {eff:.1%}, "
+                      f"{fps / 1e12:.0f} TFLOP/s useful, MFU {mfu:.1%} of {peak} TFLOP/s, peak memory {mem:.1f} GiB")
+    base = results["transformers (padded)"][0]
+    for name, (tps, *_) in results.items():
+        if name.startswith("ours"):
+            report.append(f"training speed-up {name} / transformers (padded): {tps / base:.2f}x")
     del ours, theirs
     gc.collect()
 
@@ -217,10 +272,16 @@ def bench_inference(args, device, report) -> None:
                 feats = ours.encode_videos(video)
                 _sync()
                 t_vis = time.perf_counter()
-                first = []
-                ours.generate(ids, inputs_embeds=ours.embed_inputs(ids, video_features=feats),
-                              max_new_tokens=n_new, eos_token_id=[],
-                              on_token=lambda _t: (_sync(), first.append(time.perf_counter())) if not first else None)
+                first: list[float] = []
+
+                def on_token(_tokens) -> None:  # returns None: a true value would stop generation
+                    if not first:
+                        _sync()
+                        first.append(time.perf_counter())
+
+                out = ours.generate(ids, inputs_embeds=ours.embed_inputs(ids, video_features=feats),
+                                    max_new_tokens=n_new, eos_token_id=[], on_token=on_token)
+                assert out.shape[1] == n_new, out.shape
                 t_first = first[0]
             else:
                 feats = theirs.model.get_video_features(video).pooler_output
@@ -236,7 +297,10 @@ def bench_inference(args, device, report) -> None:
         return t_vis - t0, t_first - t_vis, (n_new - 1) / (t_end - t_first), peak
 
     run(True), run(False)
-    rows = {"ours": [run(True) for _ in range(args.repeats)], "transformers": [run(False) for _ in range(args.repeats)]}
+    rows: dict[str, list] = {"ours": [], "transformers": []}
+    for _ in range(args.repeats):  # interleaved, so clock and cache drift hits both alike
+        rows["ours"].append(run(True))
+        rows["transformers"].append(run(False))
     for name, r in rows.items():
         med = [statistics.median(x[i] for x in r) for i in range(4)]
         label = "vision+prefill" if name == "transformers" else "prefill"
@@ -248,8 +312,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the script on any device")
     p.add_argument("--skip", nargs="*", default=[], choices=["numerics", "training", "inference"])
-    p.add_argument("--train-videos", type=int, default=8)
-    p.add_argument("--train-images", type=int, default=8)
+    p.add_argument("--train-videos", type=int, default=12)
+    p.add_argument("--train-images", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=3, help="timed passes over the training batches (median)")
+    p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in both models")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="skip the extra training run of ours with torch.compile'd blocks")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)

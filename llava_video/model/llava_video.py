@@ -21,6 +21,7 @@ from llava_video.errors import InputError
 from llava_video.model import anyres
 from llava_video.model.frame_pooling import FramePooler
 from llava_video.model.language_model import build_language_model, rope_linear_factor, set_rope_linear_factor
+from llava_video.model.packed_attention import packed_row_kwargs
 from llava_video.model.projector import Projector
 from llava_video.model.vision_tower import VisionTower
 
@@ -54,6 +55,16 @@ class LlavaVideo(nn.Module):
         # Attached by from_pretrained / the caller; saved with the checkpoint when present.
         self.tokenizer: Any = None
         self.image_processor: Any = None
+
+    def compile_blocks(self, *, dynamic: bool = True) -> None:
+        """torch.compile each transformer block of the tower and the LM, in place.
+
+        Blocks rather than the whole model: the glue between them (placeholder filling, pooling, packing)
+        changes shape with every batch, while a block is the same small graph 24-80 times over, so it
+        compiles once. ``dynamic`` keeps one graph across sequence lengths.
+        """
+        for layer in [*self.vision_tower.vision_model.encoder.layers, *self.language_model.get_decoder().layers]:
+            layer.compile(dynamic=dynamic)
 
     # ---- conveniences ---------------------------------------------------------------------------
     @property
@@ -217,6 +228,9 @@ class LlavaVideo(nn.Module):
             inputs_embeds = self.embed_inputs(
                 input_ids, pixel_values=pixel_values, image_sizes=image_sizes, pixel_values_videos=pixel_values_videos
             )
+        if position_ids is not None and past_key_values is None and attention_mask is None and inputs_embeds.shape[0] == 1:
+            # A packed row: find the sample boundaries once here rather than in every attention layer.
+            lm_kwargs = {**packed_row_kwargs(position_ids), **lm_kwargs}
         decoder = self.language_model.get_decoder()
         out = decoder(
             inputs_embeds=inputs_embeds,

@@ -217,6 +217,7 @@ class RuntimeSection:
     attn: str = "auto"
     seed: int = 42
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile each transformer block (GPU: fuses norms/rotary/SwiGLU; slow first steps)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

@@ -146,7 +146,7 @@ class Trainer:
         attn = resolve_attention(cfg.runtime.attn, self.device, self.compute_dtype)
         self.model = build_model(cfg, device=self.device, attn=attn)
         if cfg.batching.packing and cfg.runtime.attn == "auto" and attn == "sdpa":
-            # No flash-attn varlen here: attend within each packed sample instead of over the whole row.
+            # No flash-attn: attend within each packed sample (torch's varlen kernel on CUDA) instead of over the whole row.
             self.model.language_model.set_attn_implementation(register_packed_attention())
         self.trainable = self._freeze_parts()
         if cfg.runtime.gradient_checkpointing:
@@ -154,6 +154,8 @@ class Trainer:
             self.model.language_model.gradient_checkpointing_enable(**kwargs)
             if cfg.parts.vision_tower.train:
                 self.model.vision_tower.vision_model.gradient_checkpointing_enable(**kwargs)
+        if cfg.runtime.compile:
+            self.model.compile_blocks()
         self.model.train()
         self.objective: Objective = build_objective(
             cfg.objective.name,

@@ -5,7 +5,14 @@ from llava_video.data.batching import BadSample, MicroBatchSampler, Sample, coll
 from llava_video.data.conversation import encode_conversation, get_template
 from llava_video.model import anyres
 from llava_video.model.llava_video import LlavaVideo
-from llava_video.model.packed_attention import PACKED_SDPA, register_packed_attention, segment_bounds
+from llava_video.model.packed_attention import (
+    PACKED_SDPA,
+    _packed_sdpa,
+    packed_kernel_name,
+    packed_row_kwargs,
+    register_packed_attention,
+    segment_bounds,
+)
 from llava_video.testing.tiny import tiny_config, tiny_tokenizer
 
 
@@ -131,3 +138,42 @@ def test_sampler_world_and_accumulation_see_the_same_micro_batches():
 def test_segment_bounds():
     pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
     assert segment_bounds(pos) == [(0, 3), (3, 5), (5, 9)]
+
+
+def test_packed_row_kwargs_are_the_sample_boundaries():
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
+    kw = packed_row_kwargs(pos)
+    assert kw["cu_seq_lens_q"].tolist() == kw["cu_seq_lens_k"].tolist() == [0, 3, 5, 9]
+    assert kw["cu_seq_lens_q"].dtype == torch.int32
+    assert kw["max_length_q"] == kw["max_length_k"] == 4
+    assert packed_kernel_name("cpu", torch.float32) == "per-sample sdpa"  # torch's varlen kernel is CUDA-only
+
+
+def test_packed_kernel_reads_the_boundaries_it_is_given():
+    """The model computes the boundaries once per forward and the kernel uses them (no per-layer sync);
+    boundaries that merge two samples change the output, so the check can fail."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 9, 8) for _ in range(3))  # (b, h, L, d)
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
+    found, _ = _packed_sdpa(None, q, k, v, None, position_ids=pos)
+    given, _ = _packed_sdpa(None, q, k, v, None, position_ids=pos, **packed_row_kwargs(pos))
+    assert torch.equal(found, given) and found.shape == (1, 9, 4, 8)
+    merged = packed_row_kwargs(torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]]))
+    wrong, _ = _packed_sdpa(None, q, k, v, None, position_ids=pos, **merged)
+    assert not torch.allclose(wrong, found)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_give_the_same_logits():
+    """LlavaVideo.compile_blocks (runtime.compile) on a packed row, CPU inductor (~40 s)."""
+    torch.manual_seed(0)
+    model = LlavaVideo(tiny_config(), attn_implementation=register_packed_attention()).eval()
+    ids = torch.randint(10, 100, (1, 40))
+    pos = torch.cat([torch.arange(15), torch.arange(25)])[None]
+    with torch.no_grad():
+        ref = model(input_ids=ids, position_ids=pos).logits
+        model.compile_blocks()
+        out = model(input_ids=ids, position_ids=pos).logits
+    assert all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl is not None
+               for layer in model.language_model.get_decoder().layers)
+    assert (out - ref).abs().max().item() <= 1e-5
