@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caption-share", type=float, default=0.1, help="stage-2 video records that start with a caption turn")
     parser.add_argument("--mc-share", type=float, default=0.0,
                         help="stage-2 question turns written as multiple choice in the NExT-QA eval prompt format")
+    parser.add_argument("--mc-answer", choices=("letter", "text"), default="letter",
+                        help="answer of those multiple-choice turns: the option's letter or its text")
     parser.add_argument("--holdout", choices=("seeds", "combos"), default="seeds",
                         help="held-out split: new scenes (seeds) or also unseen colour/shape pairs (combos)")
     parser.add_argument("--crf", type=int, default=0, help="x264 quality, 0 = lossless")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, num_train=args.num_train, num_eval=args.num_eval, num_images=args.num_images,
             num_dpo=args.num_dpo, num_dpo_eval=args.num_dpo_eval, frames=args.frames or 16, turns=args.turns,
             questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
-            holdout=args.holdout, crf=args.crf, world=world,
+            mc_answer=args.mc_answer, holdout=args.holdout, crf=args.crf, world=world,
         )
         manifest = export_dataset(output=args.output, config=config)
     except (_UsageError, LlavaVideoError, ValueError) as error:

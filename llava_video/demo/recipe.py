@@ -132,7 +132,9 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             "--num-train", str(d.get("num_train", 4000)), "--num-images", str(d.get("num_images", 1000)),
             "--num-eval", str(d.get("num_eval", 200)), "--num-dpo", str(d.get("num_dpo", 400)),
             "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5)),
-            "--size", str(d.get("size", 64))), log=log)),
+            "--mc-answer", str(d.get("mc_answer", "letter")), "--turns", str(d.get("turns", 3)),
+            "--caption-share", str(d.get("caption_share", 0.1)), "--min-objects", str(d.get("min_objects", 1)),
+            "--max-objects", str(d.get("max_objects", 3)), "--size", str(d.get("size", 64))), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
         ("stage1", lambda: run_command(tool_command(
             "train.py", "--config", str(cfg / "stage1.yaml"), f"model.path={out / 'init'}",

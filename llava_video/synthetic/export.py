@@ -35,6 +35,7 @@ from llava_video.errors import ConfigError
 from llava_video.synthetic.language import VIDEO_CAPTION_PROMPTS, select_questions
 from llava_video.synthetic.samples import (
     Holdout,
+    MCAnswer,
     Sample,
     Split,
     caption_conversation,
@@ -75,7 +76,8 @@ class ExportConfig:
     turns: int = 3
     questions_per_eval_clip: int = 5
     caption_share: float = 0.1
-    mc_share: float = 0.0  # stage-2 question turns written as NExT-QA multiple choice (letter answers)
+    mc_share: float = 0.0  # stage-2 question turns written as NExT-QA multiple choice
+    mc_answer: MCAnswer = "letter"  # how those turns are answered: the option's letter or its text
     dpo_caption_share: float = 0.2
     holdout: Holdout = "seeds"
     crf: int = 0
@@ -98,6 +100,8 @@ class ExportConfig:
         for name in ("caption_share", "dpo_caption_share", "mc_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.mc_answer not in ("letter", "text"):
+            raise ConfigError(f"mc_answer: must be 'letter' or 'text', got {self.mc_answer!r}")
         if self.holdout not in ("seeds", "combos"):
             raise ConfigError(f"holdout: must be 'seeds' or 'combos', got {self.holdout!r}")
         if not 0 <= self.crf <= 51:
@@ -233,10 +237,10 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
     stage2_rng = [np.random.default_rng(np.random.SeedSequence([config.seed, 2, i])) for i in range(len(train) + len(images))]
     stage2 = _interleave(
         [_record(s, qa_conversation(s, rng=stage2_rng[i], turns=config.turns, caption_share=config.caption_share,
-                                    mc_share=config.mc_share))
+                                    mc_share=config.mc_share, mc_answer=config.mc_answer))
          for i, s in enumerate(train)],
         [_record(s, qa_conversation(s, rng=stage2_rng[len(train) + i], turns=config.turns, caption_share=0.0,
-                                    mc_share=config.mc_share))
+                                    mc_share=config.mc_share, mc_answer=config.mc_answer))
          for i, s in enumerate(images)],
         rng=layout_rng,
     )

@@ -55,6 +55,7 @@ __all__ = [
 Split = Literal["train", "eval"]
 Holdout = Literal["seeds", "combos"]
 Medium = Literal["video", "image"]
+MCAnswer = Literal["letter", "text"]
 _SPLIT_CODES = {"train": 0, "eval": 1}
 _MEDIUM_CODES = {"video": 0, "image": 1}
 _PURPOSE_CODES = {"scene": 0, "text": 1, "record": 2}
@@ -176,24 +177,29 @@ def caption_conversation(sample: Sample, *, rng: np.random.Generator) -> list[di
     return _turns([(prompts[int(rng.integers(0, len(prompts)))], sample.caption)], medium=sample.medium)
 
 
-def mc_turn(qa: QA) -> tuple[str, str]:
+def mc_turn(qa: QA, *, answer: MCAnswer = "letter") -> tuple[str, str]:
     """A question as NExT-QA multiple choice, worded exactly as the evaluation prompts it, answered by
-    the option's letter."""
+    the option's letter or by the option's text (which the evaluation's parser also accepts: a tiny model
+    then answers MC and open questions with the same words, instead of also learning which letter sits
+    beside the right text)."""
     from llava_video.evaluation.nextqa import MC_INSTRUCTION, OPTION_LETTERS
 
     options = "\n".join(f"{letter}. {text}" for letter, text in zip(OPTION_LETTERS, qa.options))
-    return f"{qa.question}\n{options}\n{MC_INSTRUCTION}", OPTION_LETTERS[qa.answer_index]
+    reply = OPTION_LETTERS[qa.answer_index] if answer == "letter" else qa.options[qa.answer_index]
+    return f"{qa.question}\n{options}\n{MC_INSTRUCTION}", reply
 
 
 def qa_conversation(
-    sample: Sample, *, rng: np.random.Generator, turns: int, caption_share: float = 0.0, mc_share: float = 0.0
+    sample: Sample, *, rng: np.random.Generator, turns: int, caption_share: float = 0.0, mc_share: float = 0.0,
+    mc_answer: MCAnswer = "letter",
 ) -> list[dict[str, str]]:
     """Up to ``turns`` question/answer turns over different kinds; with probability ``caption_share`` the
     first turn asks for the detailed caption instead (so the SFT model can also describe). Each question
     turn is multiple choice with probability ``mc_share`` (no extra draws when it is 0, so datasets made
     without it are unchanged)."""
     chosen = select_questions(list(sample.qas), rng=rng, count=turns)
-    pairs = [mc_turn(qa) if mc_share > 0 and rng.random() < mc_share else (qa.question, qa.answer) for qa in chosen]
+    pairs = [mc_turn(qa, answer=mc_answer) if mc_share > 0 and rng.random() < mc_share else (qa.question, qa.answer)
+             for qa in chosen]
     if rng.random() < caption_share:
         prompts = VIDEO_CAPTION_PROMPTS if sample.medium == "video" else IMAGE_CAPTION_PROMPTS
         pairs = [(prompts[int(rng.integers(0, len(prompts)))], sample.caption)] + pairs[: max(turns - 1, 0)]

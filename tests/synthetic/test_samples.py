@@ -74,3 +74,23 @@ def test_multiple_choice_turns_match_the_evaluation_prompt():
     plain = qa_conversation(sample, rng=np.random.default_rng(0), turns=3)
     assert plain == qa_conversation(sample, rng=np.random.default_rng(0), turns=3, mc_share=0.0)
     assert all("Answer with the option's letter" not in t["value"] for t in plain)
+
+
+def test_multiple_choice_turns_answered_by_option_text_parse_to_the_right_option():
+    """mc_answer="text": the reply is the right option's text, which the evaluation's parser maps back to
+    the right option (and the letters run unchanged in the prompt)."""
+    import numpy as np
+
+    from llava_video.evaluation.nextqa import parse_mc_answer
+    from llava_video.synthetic.samples import make_video_sample, qa_conversation
+    from llava_video.synthetic.world import WorldConfig
+
+    sample = make_video_sample(seed=3, split="train", index=1, num_frames=8, config=WorldConfig())
+    by_question = {qa.question: qa for qa in sample.qas}
+    lettered = qa_conversation(sample, rng=np.random.default_rng(0), turns=3, mc_share=1.0)
+    texted = qa_conversation(sample, rng=np.random.default_rng(0), turns=3, mc_share=1.0, mc_answer="text")
+    assert [t["value"] for t in texted[::2]] == [t["value"] for t in lettered[::2]]  # same prompts
+    for human, gpt in zip(texted[::2], texted[1::2]):
+        qa = by_question[human["value"].removeprefix("<video>\n").split("\n")[0]]
+        assert gpt["value"] == qa.options[qa.answer_index] == qa.answer
+        assert parse_mc_answer(gpt["value"], qa.options) == qa.answer_index
