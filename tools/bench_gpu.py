@@ -102,9 +102,7 @@ def step_flops(model: LlavaVideo, samples: list[Sample]) -> float:
     lm_params = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n)  # lookups are free
     proj_params = sum(p.numel() for p in model.multi_modal_projector.parameters())
     enc = model.vision_tower.vision_model
-    layer_idx = cfg.feature.layer if isinstance(cfg.feature.layer, list) else [cfg.feature.layer]
-    total_states = len(enc.encoder.layers) + 1
-    vis_layers = max(i if i >= 0 else total_states + i for i in layer_idx)  # the tower stops at the selected layer
+    vis_layers = max(model.vision_tower.selected_states)  # the tower stops at the selected layer
     vis_layer_params = sum(p.numel() for p in enc.encoder.layers[0].parameters())
     dv = enc.config.hidden_size
     patches = (cfg.image_size // enc.config.patch_size) ** 2
@@ -188,14 +186,15 @@ def bench_training(args, device, report) -> None:
     batches = [samples[i: i + per_batch] for i in range(0, len(samples), per_batch)]
     useful = sum(step_flops(ours, b) for b in batches)
     results = {}
-    runs = [("transformers (padded)", theirs, False), ("ours (packed)", ours, True)]
+    # (name, model, packed rows, compiled blocks); ours runs eager first, then compiled in place.
+    runs = [("transformers (padded)", theirs, False, False), ("ours (packed)", ours, True, False)]
     if args.compile and device.type == "cuda":
-        runs.append(("ours (packed, compiled blocks)", ours, True))
-    for name, model, packing in runs:
-        if "compiled" in name:
+        runs.append(("ours (packed, compiled blocks)", ours, True, True))
+    for name, model, packing, compiled in runs:
+        if compiled:
             model.compile_blocks()  # the first steps below compile (not timed)
         collated = [collate(b, packing=packing, pad_token_id=0, ignore_index=-100) for b in batches]
-        for b in collated[: 2 if "compiled" in name else 1]:  # warm-up (compiled: a second length too)
+        for b in collated[: 2 if compiled else 1]:  # warm-up (compiled: a second length too)
             step(model, b, packing)
         _sync()
         if device.type == "cuda":

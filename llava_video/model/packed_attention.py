@@ -56,14 +56,18 @@ def _torch_varlen() -> tuple[Callable[..., torch.Tensor], frozenset[str]] | None
     return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
 
 
-def _use_varlen(query: torch.Tensor, dropout: float) -> bool:
-    return query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and dropout == 0.0 and _torch_varlen() is not None
+def _use_varlen(device: torch.device | str, dtype: torch.dtype, dropout: float = 0.0) -> bool:
+    return (
+        torch.device(device).type == "cuda"
+        and dtype in (torch.float16, torch.bfloat16)
+        and dropout == 0.0
+        and _torch_varlen() is not None
+    )
 
 
 def packed_kernel_name(device: torch.device | str, dtype: torch.dtype) -> str:
     """What the packed kernel runs for this device and dtype, for reports."""
-    probe = torch.empty(0, device=device, dtype=dtype)
-    return "torch varlen_attn (flash)" if _use_varlen(probe, 0.0) else "per-sample sdpa"
+    return "torch varlen_attn (flash)" if _use_varlen(device, dtype) else "per-sample sdpa"
 
 
 def _varlen_row(
@@ -113,7 +117,7 @@ def _packed_sdpa(
         cu, longest = given["cu_seq_lens_q"], given["max_length_q"]
     else:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    if _use_varlen(query, dropout):
+    if _use_varlen(query.device, query.dtype, dropout):
         return _varlen_row(query, key, value, cu, longest, scaling), None
     ends = cu.tolist()
     bounds = list(zip(ends[:-1], ends[1:]))

@@ -68,10 +68,16 @@ class VisionTower(nn.Module):
             states.append(hidden)
         return states
 
-    def _encode_chunk(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    @property
+    def selected_states(self) -> list[int]:
+        """Indices (0 = embeddings) of the hidden states the features come from; the deepest is also how
+        many encoder layers run."""
         layers = self.feature.layer if isinstance(self.feature.layer, list) else [self.feature.layer]
         total = len(self.vision_model.encoder.layers) + 1  # hidden states including the embeddings
-        wanted = [i if i >= 0 else total + i for i in layers]
+        return [i if i >= 0 else total + i for i in layers]
+
+    def _encode_chunk(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        wanted = self.selected_states
         states = self._hidden_states(pixel_values, max(wanted))
         feats = torch.cat([states[i] for i in wanted], dim=-1)  # (n, 1+p, d*L) for CLIP
         if self.has_cls and self.feature.select == "patch":
