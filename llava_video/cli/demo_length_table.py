@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32])
     p.add_argument("--num-eval", type=int, default=100, help="held-out clips (5 questions each)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipe", type=Path, default=None,
+                   help="demo recipe folder whose world the clips are rendered in (default: configs/demo)")
     return p
 
 
@@ -29,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from llava_video.cli.infer_video import resolve_model_path
         from llava_video.demo.length_table import format_length_table, run_length_table
+        from llava_video.demo.recipe import REPO_ROOT, load_demo_recipe
 
+        recipe = load_demo_recipe(args.recipe or REPO_ROOT / "configs" / "demo")
         results = run_length_table(model_dir=resolve_model_path(args.model), output=args.output,
-                                   train_frames=args.train_frames, frames=args.frames, num_eval=args.num_eval, seed=args.seed)
+                                   train_frames=args.train_frames, frames=args.frames, num_eval=args.num_eval, seed=args.seed,
+                                   world_arguments=recipe.world_arguments())
         print(format_length_table(results))
         return 0
 

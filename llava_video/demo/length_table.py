@@ -36,8 +36,9 @@ def rope_variant(*, model_dir: str | Path, output: str | Path, factor: float, ma
 
 
 def run_length_table(*, model_dir: str | Path, output: str | Path, train_frames: int, frames: Sequence[int] = (8, 16, 32),
-                     num_eval: int = 100, seed: int = 0) -> dict[str, Any]:
-    """Accuracy per (frames, setting); written to ``output/length_table.json``."""
+                     num_eval: int = 100, seed: int = 0, world_arguments: Sequence[str] = ()) -> dict[str, Any]:
+    """Accuracy per (frames, setting); written to ``output/length_table.json``. ``world_arguments`` are
+    ``tools/make_synthetic.py`` flags of the world the model was trained in (``DemoRecipe.world_arguments``)."""
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
@@ -48,7 +49,7 @@ def run_length_table(*, model_dir: str | Path, output: str | Path, train_frames:
         if not (data / "nextqa_mc.csv").is_file():
             run_command(tool_command("make_synthetic.py", "--output", str(data), "--seed", str(seed), "--frames", str(count),
                        "--num-train", "0", "--num-images", "0", "--num-dpo", "0", "--num-dpo-eval", "0",
-                       "--num-eval", str(num_eval)), log=log)
+                       "--num-eval", str(num_eval), *world_arguments), log=log)
         settings = {"auto": Path(model_dir), "factor 1": 1.0}
         if count > train_frames:
             settings[f"factor {count / train_frames:g}"] = count / train_frames

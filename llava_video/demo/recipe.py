@@ -4,7 +4,8 @@ would type; see docs/demo.md):
     data     tools/make_synthetic.py          the synthetic world: clips, stills, stage-1/2 records, CSVs, prompts
     init     write_initial_model              a random model with a tokenizer trained on the world's text
     stage1   tools/train.py configs/demo/stage1.yaml   captions, every part trains (nothing is pretrained)
-    stage2   tools/train.py configs/demo/stage2.yaml   mixed image + video QA, half multiple choice
+    stage2_open   tools/train.py configs/demo/stage2_open.yaml   mixed image + video QA, open questions only
+    stage2   tools/train.py configs/demo/stage2.yaml   the same, with multiple-choice turns mixed in
     eval_stage2   tools/eval_nextqa.py --task mc       held-out multiple choice
     sample   tools/sample_candidates.py       K answers per DPO prompt
     judge    tools/judge.py --backend rule    the synthetic rule judge with the ground-truth caption
@@ -29,11 +30,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from llava_video.errors import ConfigError, LlavaVideoError
+
+if TYPE_CHECKING:
+    from llava_video.synthetic.world import WorldConfig
 
 __all__ = ["DemoRecipe", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "REPO_ROOT", "DEMO_ASSET_DIR"]
 
@@ -58,9 +62,26 @@ class DemoRecipe:
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ConfigError(f"recipe frames must be >= 1, got {self.frames}")
-        for name in ("stage1.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
+        for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
             if not (self.config_dir / name).is_file():
                 raise ConfigError(f"{self.config_dir / name}: missing")
+
+
+    def world(self) -> "WorldConfig":
+        """The synthetic world of this recipe's data (also what ``examples/clip.mp4`` and the tests render)."""
+        from llava_video.synthetic.world import WorldConfig
+
+        d = self.data
+        optional = {"shapes": tuple(d["shapes"]) if d.get("shapes") else None,
+                    "background": tuple(int(v) for v in d["background"]) if d.get("background") else None}
+        return WorldConfig(size=int(d.get("size", 64)), min_objects=int(d.get("min_objects", 1)),
+                           max_objects=int(d.get("max_objects", 3)), **{k: v for k, v in optional.items() if v is not None})
+
+    def world_arguments(self) -> list[str]:
+        """:meth:`world` as ``tools/make_synthetic.py`` flags."""
+        world = self.world()
+        return ["--size", str(world.size), "--min-objects", str(world.min_objects), "--max-objects", str(world.max_objects),
+                "--shapes", ",".join(world.shapes), "--background", ",".join(str(v) for v in world.background)]
 
 
 def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
@@ -133,15 +154,19 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             "--num-eval", str(d.get("num_eval", 200)), "--num-dpo", str(d.get("num_dpo", 400)),
             "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5)),
             "--mc-answer", str(d.get("mc_answer", "letter")), "--turns", str(d.get("turns", 3)),
-            "--caption-share", str(d.get("caption_share", 0.1)), "--min-objects", str(d.get("min_objects", 1)),
-            "--max-objects", str(d.get("max_objects", 3)), "--size", str(d.get("size", 64))), log=log)),
+            "--caption-share", str(d.get("caption_share", 0.1)), "--dpo-caption-share", str(recipe.dpo.get("caption_share", 0.2)),
+            *recipe.world_arguments()), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
         ("stage1", lambda: run_command(tool_command(
             "train.py", "--config", str(cfg / "stage1.yaml"), f"model.path={out / 'init'}",
             f"data.train={data / 'stage1.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage1'}",
             "logging.progress=false", *common), log=log)),
+        ("stage2_open", lambda: run_command(tool_command(
+            "train.py", "--config", str(cfg / "stage2_open.yaml"), f"model.path={out / 'stage1'}",
+            f"data.train={data / 'stage2_open.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage2_open'}",
+            "logging.progress=false", *common), log=log)),
         ("stage2", lambda: run_command(tool_command(
-            "train.py", "--config", str(cfg / "stage2.yaml"), f"model.path={out / 'stage1'}",
+            "train.py", "--config", str(cfg / "stage2.yaml"), f"model.path={out / 'stage2_open'}",
             f"data.train={data / 'stage2.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage2'}",
             "logging.progress=false", *common), log=log)),
         ("eval_stage2", lambda: (run_command(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),

@@ -7,6 +7,8 @@ Layout of ``output``::
     images/<id>.png          still images with varied aspect ratios
     stage1.json              caption records (training clips + stills), LLaVA format
     stage2.json              QA records, images and videos mixed, multi-turn
+    stage2_open.json         (only with mc_share > 0) the same kind of records with open questions only:
+                             a first SFT phase before the multiple-choice turns join (docs/demo.md says why)
     eval.json                held-out QA records in LLaVA format (one question per record)
     nextqa_mc.csv            held-out 5-way multiple choice, NExT-QA columns
     nextqa_oe.csv            held-out open-ended, NExT-QA columns
@@ -244,6 +246,17 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
          for i, s in enumerate(images)],
         rng=layout_rng,
     )
+    open_only: list[dict] = []
+    if config.mc_share > 0:
+        # Fresh streams (tag 5): other question draws than stage2.json, so the two phases see more variety.
+        open_rng = [np.random.default_rng(np.random.SeedSequence([config.seed, 5, i])) for i in range(len(train) + len(images))]
+        open_only = _interleave(
+            [_record(s, qa_conversation(s, rng=open_rng[i], turns=config.turns, caption_share=config.caption_share))
+             for i, s in enumerate(train)],
+            [_record(s, qa_conversation(s, rng=open_rng[len(train) + i], turns=config.turns, caption_share=0.0))
+             for i, s in enumerate(images)],
+            rng=layout_rng,
+        )
     mc_rows, oe_rows, eval_records = [], [], []
     for index, sample in enumerate(held_out):
         mc, oe, records = _held_out_rows(sample, index=index, config=config)
@@ -280,6 +293,8 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         "dpo_eval_prompts.jsonl": _jsonl_bytes(dpo_eval),
         "ground_truth.jsonl": _jsonl_bytes(ground_truth),
     }
+    if open_only:
+        files["stage2_open.json"] = _json_bytes(open_only)
     for name, data in files.items():
         _write_atomic(output / name, data)
     type_counts: dict[str, int] = {}
@@ -330,7 +345,7 @@ def write_example(*, output_dir: str | Path, seed: int, frames: int = 32, world:
         "caption": sample.caption,
         "scene": sample.scene.to_dict(),
         "questions": [
-            {"question": qa.question, "answer": qa.answer, "type": qa.nextqa_type, "options": list(qa.options),
+            {"question": qa.question, "answer": qa.answer, "kind": qa.kind, "type": qa.nextqa_type, "options": list(qa.options),
              "answer_index": qa.answer_index}
             for qa in sample.qas
         ],

@@ -47,10 +47,12 @@ KIND_TO_NEXTQA: dict[str, str] = {
     "after": "TN",  # what happens right after E
     "before": "TN",  # what happens right before E
 }
+# The last one is tools/infer_video.py's default prompt, so the demo model answers it with a caption.
 VIDEO_CAPTION_PROMPTS: tuple[str, ...] = (
     "Describe the video in detail.",
     "What happens in the video?",
     "Give a detailed description of the video.",
+    "Please describe this video in detail.",
 )
 IMAGE_CAPTION_PROMPTS: tuple[str, ...] = (
     "Describe the image in detail.",

@@ -20,17 +20,29 @@ def test_recipe_and_stage_configs_validate():
 
     recipe = load_demo_recipe(CONFIG_DIR)
     assert recipe.frames == 8 and recipe.data["mc_share"] > 0
-    for name in ("stage1.yaml", "stage2.yaml", "dpo.yaml"):
+    for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml"):
         config = load_train_config(CONFIG_DIR / name)
         assert config.runtime.device == "cpu" and config.data.num_frames == recipe.frames
     assert load_train_config(CONFIG_DIR / "stage1.yaml").parts.vision_tower.train  # nothing is pretrained
     assert load_train_config(CONFIG_DIR / "dpo.yaml").objective.name == "dpo"
 
 
+def test_recipe_world_is_the_one_its_data_command_makes():
+    from llava_video.demo.recipe import load_demo_recipe
+
+    recipe = load_demo_recipe(CONFIG_DIR)
+    world = recipe.world()
+    assert world.size == recipe.data["size"] and world.max_objects == recipe.data["max_objects"]
+    assert world.background == tuple(recipe.data["background"]) and world.shapes == tuple(recipe.data["shapes"])
+    args = recipe.world_arguments()
+    assert args[args.index("--background") + 1] == ",".join(map(str, recipe.data["background"]))
+    assert args[args.index("--shapes") + 1] == ",".join(recipe.data["shapes"])
+
+
 def test_recipe_rejects_unknown_keys(tmp_path):
     from llava_video.demo.recipe import load_demo_recipe
 
-    for name in ("stage1.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
+    for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
         (tmp_path / name).write_text((CONFIG_DIR / name).read_text())
     (tmp_path / "recipe.yaml").write_text("frames: 8\nepochs: 3\n")
     with pytest.raises(ConfigError, match="epochs"):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from llava_video.synthetic.export import MC_COLUMNS, OE_COLUMNS, ExportConfig, export_dataset, write_example
+from llava_video.synthetic.language import IMAGE_CAPTION_PROMPTS, VIDEO_CAPTION_PROMPTS
 from llava_video.synthetic.samples import make_video_sample
 from llava_video.synthetic.world import PALETTE, Scene, WorldConfig, render_clip
 
@@ -42,6 +43,19 @@ def test_same_seed_same_bytes_and_frames(exported, tmp_path):
     other = tmp_path / "c"
     export_dataset(output=other, config=ExportConfig(seed=4, **SMALL))
     assert (other / "stage2.json").read_bytes() != (a / "stage2.json").read_bytes()
+
+
+def test_open_question_records_only_with_multiple_choice(exported, tmp_path):
+    a, _ = exported
+    assert not (a / "stage2_open.json").exists()  # mc_share 0: stage2.json is already open questions only
+    export_dataset(output=tmp_path / "mc", config=ExportConfig(seed=3, mc_share=1.0, mc_answer="text", **SMALL))
+    mc = json.loads((tmp_path / "mc" / "stage2.json").read_text())
+    open_only = json.loads((tmp_path / "mc" / "stage2_open.json").read_text())
+    assert len(open_only) == len(mc) and "stage2_open.json" in json.loads((tmp_path / "mc" / "manifest.json").read_text())["files"]
+    gpt = lambda records: [t["value"] for r in records for t in r["conversations"] if t["from"] == "human"]
+    assert all("Answer with the option" not in q and "\nA. " not in q for q in gpt(open_only))
+    captions = VIDEO_CAPTION_PROMPTS + IMAGE_CAPTION_PROMPTS
+    assert all("\nA. " in q for q in gpt(mc) if q.split("\n", 1)[-1] not in captions)
 
 
 def test_clips_decode_to_the_ground_truth(exported):
@@ -118,13 +132,23 @@ def test_example_clip(tmp_path):
     obj = truth["scene"]["objects"][0]
     x, y = (round(v) for v in obj["start"])
     assert np.abs(frames[0, y, x].astype(int) - PALETTE[obj["colour"]]).max() <= 2
-    shipped = ROOT / "examples" / "clip.json"
-    if shipped.is_file():  # the shipped example is the one this seed makes
-        assert json.loads(shipped.read_text())["caption"] == truth["caption"]
+
+
+def test_shipped_example_is_the_demo_worlds():
+    """examples/clip.mp4 is `make_synthetic.py --example examples --seed 9` in the demo recipe's world."""
+    from llava_video.demo.recipe import load_demo_recipe
+
+    shipped = json.loads((ROOT / "examples" / "clip.json").read_text())
+    world = load_demo_recipe(ROOT / "configs" / "demo").world()
+    sample = make_video_sample(seed=9, split="eval", index=0, num_frames=32, config=world)
+    assert shipped["caption"] == sample.caption and shipped["frames"] == 32
+    assert np.abs(decode(ROOT / "examples" / "clip.mp4").astype(int) - sample.frames).max() <= 2
 
 
 @pytest.mark.parametrize("args", [["--output", "X", "--size", "8"], ["--output", "X", "--frames", "1"],
-                                  ["--output", "X", "--holdout", "nope"], []])
+                                  ["--output", "X", "--holdout", "nope"], ["--output", "X", "--background", "1,2"],
+                                  ["--output", "X", "--background", "0,0,300"], ["--output", "X", "--shapes", "hexagon,square,cross"],
+                                  ["--output", "X", "--shapes", "square,cross"], ["--output", "X", "--dpo-caption-share", "1.5"], []])
 def test_cli_bad_values_exit_2(args, tmp_path):
     args = [a.replace("X", str(tmp_path / "out")) for a in args]
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic.py"), *args],
