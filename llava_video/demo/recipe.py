@@ -66,16 +66,15 @@ class DemoRecipe:
             if not (self.config_dir / name).is_file():
                 raise ConfigError(f"{self.config_dir / name}: missing")
 
-
     def world(self) -> "WorldConfig":
         """The synthetic world of this recipe's data (also what ``examples/clip.mp4`` and the tests render)."""
         from llava_video.synthetic.world import WorldConfig
 
         d = self.data
-        optional = {"shapes": tuple(d["shapes"]) if d.get("shapes") else None,
-                    "background": tuple(int(v) for v in d["background"]) if d.get("background") else None}
-        return WorldConfig(size=int(d.get("size", 64)), min_objects=int(d.get("min_objects", 1)),
-                           max_objects=int(d.get("max_objects", 3)), **{k: v for k, v in optional.items() if v is not None})
+        # Only the keys the recipe sets: the rest keep WorldConfig's own defaults.
+        convert = {"size": int, "min_objects": int, "max_objects": int, "shapes": tuple,
+                   "background": lambda rgb: tuple(int(v) for v in rgb)}
+        return WorldConfig(**{key: to(d[key]) for key, to in convert.items() if key in d})
 
     def world_arguments(self) -> list[str]:
         """:meth:`world` as ``tools/make_synthetic.py`` flags."""
@@ -141,6 +140,12 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     cfg = recipe.config_dir
     common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}"]
 
+    def train(config: str, *, init: Path, records: Path, output: Path) -> None:
+        """One training stage: ``tools/train.py`` on a stage recipe, from ``init``'s latest model."""
+        run_command(tool_command(
+            "train.py", "--config", str(cfg / config), f"model.path={init}", f"data.train={records}",
+            f"data.num_frames={frames}", f"checkpoint.output_dir={output}", "logging.progress=false", *common), log=log)
+
     def eval_mc(model_run: Path, name: str) -> list[str]:
         return tool_command("eval_nextqa.py", "--model", str(_model_dir(model_run)), "--annotations", str(data / "nextqa_mc.csv"),
                      "--video-root", str(data / "videos"), "--task", "mc", "--frames", frames,
@@ -157,18 +162,10 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             "--caption-share", str(d.get("caption_share", 0.1)), "--dpo-caption-share", str(recipe.dpo.get("caption_share", 0.2)),
             *recipe.world_arguments()), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
-        ("stage1", lambda: run_command(tool_command(
-            "train.py", "--config", str(cfg / "stage1.yaml"), f"model.path={out / 'init'}",
-            f"data.train={data / 'stage1.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage1'}",
-            "logging.progress=false", *common), log=log)),
-        ("stage2_open", lambda: run_command(tool_command(
-            "train.py", "--config", str(cfg / "stage2_open.yaml"), f"model.path={out / 'stage1'}",
-            f"data.train={data / 'stage2_open.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage2_open'}",
-            "logging.progress=false", *common), log=log)),
-        ("stage2", lambda: run_command(tool_command(
-            "train.py", "--config", str(cfg / "stage2.yaml"), f"model.path={out / 'stage2_open'}",
-            f"data.train={data / 'stage2.json'}", f"data.num_frames={frames}", f"checkpoint.output_dir={out / 'stage2'}",
-            "logging.progress=false", *common), log=log)),
+        ("stage1", lambda: train("stage1.yaml", init=out / "init", records=data / "stage1.json", output=out / "stage1")),
+        ("stage2_open", lambda: train("stage2_open.yaml", init=out / "stage1", records=data / "stage2_open.json",
+                                      output=out / "stage2_open")),
+        ("stage2", lambda: train("stage2.yaml", init=out / "stage2_open", records=data / "stage2.json", output=out / "stage2")),
         ("eval_stage2", lambda: (run_command(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),
         ("sample", lambda: run_command(tool_command(
             "sample_candidates.py", "--model", str(_model_dir(out / "stage2")), "--prompts", str(data / "dpo_prompts.jsonl"),
@@ -182,10 +179,7 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             "build_pairs.py", "--judged", str(out / "dpo" / "judged.jsonl"), "--output", str(out / "dpo" / "pairs.jsonl"),
             "--min-margin", str(recipe.dpo.get("min_margin", 1))), log=log),
             json.loads((out / "dpo" / "pairs.jsonl.report.json").read_text()))[1]),
-        ("dpo", lambda: run_command(tool_command(
-            "train.py", "--config", str(cfg / "dpo.yaml"), f"model.path={out / 'stage2'}",
-            f"data.train={out / 'dpo' / 'pairs.jsonl'}", f"data.num_frames={frames}",
-            f"checkpoint.output_dir={out / 'dpo' / 'train'}", "logging.progress=false", *common), log=log)),
+        ("dpo", lambda: train("dpo.yaml", init=out / "stage2", records=out / "dpo" / "pairs.jsonl", output=out / "dpo" / "train")),
         ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
         ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
                                                max_new_tokens=int(recipe.dpo.get("max_new_tokens", 48)))),

@@ -235,28 +235,21 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         [_record(s, caption_conversation(s, rng=record_rng(s, i))) for i, s in enumerate(images)],
         rng=layout_rng,
     )
-    # A separate stream per stage: stage 2 picks its own questions, not the caption prompt's draw.
-    stage2_rng = [np.random.default_rng(np.random.SeedSequence([config.seed, 2, i])) for i in range(len(train) + len(images))]
-    stage2 = _interleave(
-        [_record(s, qa_conversation(s, rng=stage2_rng[i], turns=config.turns, caption_share=config.caption_share,
-                                    mc_share=config.mc_share, mc_answer=config.mc_answer))
-         for i, s in enumerate(train)],
-        [_record(s, qa_conversation(s, rng=stage2_rng[len(train) + i], turns=config.turns, caption_share=0.0,
-                                    mc_share=config.mc_share, mc_answer=config.mc_answer))
-         for i, s in enumerate(images)],
-        rng=layout_rng,
-    )
-    open_only: list[dict] = []
-    if config.mc_share > 0:
-        # Fresh streams (tag 5): other question draws than stage2.json, so the two phases see more variety.
-        open_rng = [np.random.default_rng(np.random.SeedSequence([config.seed, 5, i])) for i in range(len(train) + len(images))]
-        open_only = _interleave(
-            [_record(s, qa_conversation(s, rng=open_rng[i], turns=config.turns, caption_share=config.caption_share))
-             for i, s in enumerate(train)],
-            [_record(s, qa_conversation(s, rng=open_rng[len(train) + i], turns=config.turns, caption_share=0.0))
-             for i, s in enumerate(images)],
-            rng=layout_rng,
-        )
+    def qa_records(stream: int, mc_share: float) -> list[dict]:
+        """Stage-2 QA records, one random stream per sample tagged ``stream``: a separate stream per file,
+        so each picks its own questions, not another file's draws. Stills get no caption turn."""
+        rngs = [np.random.default_rng(np.random.SeedSequence([config.seed, stream, i])) for i in range(len(train) + len(images))]
+
+        def record(sample: Sample, rng: np.random.Generator, caption_share: float) -> dict:
+            return _record(sample, qa_conversation(sample, rng=rng, turns=config.turns, caption_share=caption_share,
+                                                   mc_share=mc_share, mc_answer=config.mc_answer))
+
+        return _interleave([record(s, rngs[i], config.caption_share) for i, s in enumerate(train)],
+                           [record(s, rngs[len(train) + i], 0.0) for i, s in enumerate(images)], rng=layout_rng)
+
+    stage2 = qa_records(2, config.mc_share)
+    # With multiple-choice turns, also the open-question phase that precedes them (docs/demo.md).
+    open_only = qa_records(5, 0.0) if config.mc_share > 0 else []
     mc_rows, oe_rows, eval_records = [], [], []
     for index, sample in enumerate(held_out):
         mc, oe, records = _held_out_rows(sample, index=index, config=config)
