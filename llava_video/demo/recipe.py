@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -39,7 +39,7 @@ from llava_video.errors import ConfigError, LlavaVideoError
 if TYPE_CHECKING:
     from llava_video.synthetic.world import WorldConfig
 
-__all__ = ["DemoRecipe", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "REPO_ROOT", "DEMO_ASSET_DIR"]
+__all__ = ["DemoRecipe", "DemoData", "DemoDPO", "DemoEval", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "REPO_ROOT", "DEMO_ASSET_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_ASSET_DIR = REPO_ROOT / "llava_video" / "assets" / "demo"
@@ -49,14 +49,87 @@ _MODEL_FILES = ("config.json", "llava_video_config.json", "model.safetensors", "
 
 
 @dataclass(frozen=True)
+class DemoData:
+    """``data:`` of recipe.yaml: the world and ``tools/make_synthetic.py``'s sizes and mixes (flags of the same
+    names). Every key is required: recipe.yaml is the one place the demo's data is defined."""
+
+    size: int
+    background: tuple[int, ...]
+    shapes: tuple[str, ...]
+    min_objects: int
+    max_objects: int
+    num_train: int
+    num_images: int
+    num_eval: int
+    num_dpo: int
+    num_dpo_eval: int
+    turns: int
+    caption_share: float
+    mc_share: float
+    mc_answer: Literal["letter", "text"]
+
+
+@dataclass(frozen=True)
+class DemoDPO:
+    """``dpo:`` of recipe.yaml: candidate sampling and pair building (the DPO training run is dpo.yaml)."""
+
+    num_samples: int
+    temperature: float
+    caption_share: float
+    max_new_tokens: int
+    min_margin: int
+
+
+@dataclass(frozen=True)
+class DemoEval:
+    """``eval:`` of recipe.yaml."""
+
+    batch_size: int
+
+
+_SectionT = TypeVar("_SectionT", DemoData, DemoDPO, DemoEval)
+
+
+def _section(cls: type[_SectionT], raw: Any, *, name: str, path: Path) -> _SectionT:
+    """One typed section of recipe.yaml; unknown or missing keys and values of the wrong type are errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {name} must be a mapping")
+    hints = get_type_hints(cls)
+    unknown, missing = set(raw) - set(hints), set(hints) - set(raw)
+    if unknown or missing:
+        raise ConfigError(f"{path}: {name}: " + "; ".join(
+            f"{label} key(s) {', '.join(sorted(keys))}" for label, keys in (("unknown", unknown), ("missing", missing)) if keys))
+    values = {}
+    for key, hint in hints.items():
+        value = raw[key]
+        try:
+            if get_origin(hint) is Literal:
+                if value not in get_args(hint):
+                    raise ValueError(f"one of {', '.join(map(str, get_args(hint)))}")
+            elif get_origin(hint) is tuple:
+                item = get_args(hint)[0]
+                if not isinstance(value, list):
+                    raise ValueError("a list")
+                value = tuple(item(v) for v in value)
+            elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = float(value)
+            elif not (isinstance(value, hint) and not isinstance(value, bool)):
+                raise ValueError(hint.__name__)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: {name}.{key} must be {exc}, got {raw[key]!r}") from None
+        values[key] = value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
 class DemoRecipe:
     """``configs/demo/recipe.yaml``: the settings the stage recipes do not hold."""
 
     seed: int
     frames: int
-    data: dict[str, Any]
-    dpo: dict[str, Any]
-    eval: dict[str, Any]
+    data: DemoData
+    dpo: DemoDPO
+    eval: DemoEval
     config_dir: Path
 
     def __post_init__(self) -> None:
@@ -65,22 +138,29 @@ class DemoRecipe:
         for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
             if not (self.config_dir / name).is_file():
                 raise ConfigError(f"{self.config_dir / name}: missing")
+        self.world()  # validates the world's keys now, not at the data stage
 
     def world(self) -> "WorldConfig":
         """The synthetic world of this recipe's data (also what ``examples/clip.mp4`` and the tests render)."""
         from llava_video.synthetic.world import WorldConfig
 
         d = self.data
-        # Only the keys the recipe sets: the rest keep WorldConfig's own defaults.
-        convert = {"size": int, "min_objects": int, "max_objects": int, "shapes": tuple,
-                   "background": lambda rgb: tuple(int(v) for v in rgb)}
-        return WorldConfig(**{key: to(d[key]) for key, to in convert.items() if key in d})
+        return WorldConfig(size=d.size, min_objects=d.min_objects, max_objects=d.max_objects, shapes=d.shapes,
+                           background=d.background)
 
     def world_arguments(self) -> list[str]:
         """:meth:`world` as ``tools/make_synthetic.py`` flags."""
         world = self.world()
         return ["--size", str(world.size), "--min-objects", str(world.min_objects), "--max-objects", str(world.max_objects),
                 "--shapes", ",".join(world.shapes), "--background", ",".join(str(v) for v in world.background)]
+
+    def data_arguments(self) -> list[str]:
+        """The whole ``data:`` section (and the DPO prompts' caption share) as ``tools/make_synthetic.py`` flags."""
+        d = self.data
+        sizes = {"--num-train": d.num_train, "--num-images": d.num_images, "--num-eval": d.num_eval, "--num-dpo": d.num_dpo,
+                 "--num-dpo-eval": d.num_dpo_eval, "--turns": d.turns, "--caption-share": d.caption_share,
+                 "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--dpo-caption-share": self.dpo.caption_share}
+        return [part for flag, value in sizes.items() for part in (flag, str(value))] + self.world_arguments()
 
 
 def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
@@ -90,10 +170,18 @@ def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
         raise ConfigError(f"{path}: missing")
     raw = yaml.safe_load(path.read_text()) or {}
     known = {"seed", "frames", "data", "dpo", "eval"}
-    if set(raw) - known:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(set(raw) - known))}")
-    return DemoRecipe(seed=int(raw.get("seed", 0)), frames=int(raw.get("frames", 8)), data=dict(raw.get("data", {})),
-                      dpo=dict(raw.get("dpo", {})), eval=dict(raw.get("eval", {})), config_dir=config_dir)
+    if not isinstance(raw, dict) or set(raw) != known:
+        keys = set(raw) if isinstance(raw, dict) else set()
+        raise ConfigError(f"{path}: needs exactly the keys {', '.join(sorted(known))}"
+                          + (f"; unknown: {', '.join(sorted(keys - known))}" if keys - known else "")
+                          + (f"; missing: {', '.join(sorted(known - keys))}" if known - keys else ""))
+    for key in ("seed", "frames"):
+        if not isinstance(raw[key], int) or isinstance(raw[key], bool):
+            raise ConfigError(f"{path}: {key} must be an integer, got {raw[key]!r}")
+    return DemoRecipe(seed=raw["seed"], frames=raw["frames"],
+                      data=_section(DemoData, raw["data"], name="data", path=path),
+                      dpo=_section(DemoDPO, raw["dpo"], name="dpo", path=path),
+                      eval=_section(DemoEval, raw["eval"], name="eval", path=path), config_dir=config_dir)
 
 
 def tool_command(name: str, *args: str) -> list[str]:
@@ -136,7 +224,7 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     log = out / "commands.log"
     report_path = out / "report.json"
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.is_file() else {"stages": {}}
-    data, frames, seed, d = out / "data", str(recipe.frames), str(recipe.seed), recipe.data
+    data, frames, seed = out / "data", str(recipe.frames), str(recipe.seed)
     cfg = recipe.config_dir
     common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}"]
 
@@ -149,18 +237,12 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     def eval_mc(model_run: Path, name: str) -> list[str]:
         return tool_command("eval_nextqa.py", "--model", str(_model_dir(model_run)), "--annotations", str(data / "nextqa_mc.csv"),
                      "--video-root", str(data / "videos"), "--task", "mc", "--frames", frames,
-                     "--batch-size", str(recipe.eval.get("batch_size", 8)), "--num-workers", "0", "--no-progress",
+                     "--batch-size", str(recipe.eval.batch_size), "--num-workers", "0", "--no-progress",
                      "--output", str(out / name))
 
     stages: list[tuple[str, Callable[[], dict[str, Any] | None]]] = [
         ("data", lambda: run_command(tool_command(
-            "make_synthetic.py", "--output", str(data), "--seed", seed, "--frames", frames,
-            "--num-train", str(d.get("num_train", 4000)), "--num-images", str(d.get("num_images", 1000)),
-            "--num-eval", str(d.get("num_eval", 200)), "--num-dpo", str(d.get("num_dpo", 400)),
-            "--num-dpo-eval", str(d.get("num_dpo_eval", 100)), "--mc-share", str(d.get("mc_share", 0.5)),
-            "--mc-answer", str(d.get("mc_answer", "letter")), "--turns", str(d.get("turns", 3)),
-            "--caption-share", str(d.get("caption_share", 0.1)), "--dpo-caption-share", str(recipe.dpo.get("caption_share", 0.2)),
-            *recipe.world_arguments()), log=log)),
+            "make_synthetic.py", "--output", str(data), "--seed", seed, "--frames", frames, *recipe.data_arguments()), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
         ("stage1", lambda: train("stage1.yaml", init=out / "init", records=data / "stage1.json", output=out / "stage1")),
         ("stage2_open", lambda: train("stage2_open.yaml", init=out / "stage1", records=data / "stage2_open.json",
@@ -169,20 +251,20 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
         ("eval_stage2", lambda: (run_command(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),
         ("sample", lambda: run_command(tool_command(
             "sample_candidates.py", "--model", str(_model_dir(out / "stage2")), "--prompts", str(data / "dpo_prompts.jsonl"),
-            "--output", str(out / "dpo" / "candidates.jsonl"), "--num-samples", str(recipe.dpo.get("num_samples", 4)),
-            "--temperature", str(recipe.dpo.get("temperature", 1.0)), "--max-new-tokens", str(recipe.dpo.get("max_new_tokens", 48)),
-            "--frames", frames, "--batch-size", str(recipe.dpo.get("num_samples", 4)), "--seed", seed, "--no-progress"), log=log)),
+            "--output", str(out / "dpo" / "candidates.jsonl"), "--num-samples", str(recipe.dpo.num_samples),
+            "--temperature", str(recipe.dpo.temperature), "--max-new-tokens", str(recipe.dpo.max_new_tokens),
+            "--frames", frames, "--batch-size", str(recipe.dpo.num_samples), "--seed", seed, "--no-progress"), log=log)),
         ("judge", lambda: run_command(tool_command(
             "judge.py", "--candidates", str(out / "dpo" / "candidates.jsonl"), "--output", str(out / "dpo" / "judged.jsonl"),
             "--backend", "rule", "--rule", "llava_video.synthetic.rule_judge:judge_rule", "--no-cache", "--no-progress"), log=log)),
         ("pairs", lambda: (run_command(tool_command(
             "build_pairs.py", "--judged", str(out / "dpo" / "judged.jsonl"), "--output", str(out / "dpo" / "pairs.jsonl"),
-            "--min-margin", str(recipe.dpo.get("min_margin", 1))), log=log),
+            "--min-margin", str(recipe.dpo.min_margin)), log=log),
             json.loads((out / "dpo" / "pairs.jsonl.report.json").read_text()))[1]),
         ("dpo", lambda: train("dpo.yaml", init=out / "stage2", records=out / "dpo" / "pairs.jsonl", output=out / "dpo" / "train")),
         ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
         ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
-                                               max_new_tokens=int(recipe.dpo.get("max_new_tokens", 48)))),
+                                               max_new_tokens=recipe.dpo.max_new_tokens)),
     ]
     if install:
         stages.append(("install", lambda: {"installed": str(install_model(_model_dir(out / "dpo" / "train")))}))

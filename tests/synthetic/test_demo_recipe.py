@@ -19,7 +19,7 @@ def test_recipe_and_stage_configs_validate():
     from llava_video.train.config import load_train_config
 
     recipe = load_demo_recipe(CONFIG_DIR)
-    assert recipe.frames == 8 and recipe.data["mc_share"] > 0
+    assert recipe.frames == 8 and recipe.data.mc_share > 0
     for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml"):
         config = load_train_config(CONFIG_DIR / name)
         assert config.runtime.device == "cpu" and config.data.num_frames == recipe.frames
@@ -32,20 +32,38 @@ def test_recipe_world_is_the_one_its_data_command_makes():
 
     recipe = load_demo_recipe(CONFIG_DIR)
     world = recipe.world()
-    assert world.size == recipe.data["size"] and world.max_objects == recipe.data["max_objects"]
-    assert world.background == tuple(recipe.data["background"]) and world.shapes == tuple(recipe.data["shapes"])
-    args = recipe.world_arguments()
-    assert args[args.index("--background") + 1] == ",".join(map(str, recipe.data["background"]))
-    assert args[args.index("--shapes") + 1] == ",".join(recipe.data["shapes"])
+    assert world.size == recipe.data.size and world.max_objects == recipe.data.max_objects
+    assert world.background == recipe.data.background and world.shapes == recipe.data.shapes
+    args = recipe.data_arguments()
+    assert args[args.index("--background") + 1] == ",".join(map(str, recipe.data.background))
+    assert args[args.index("--shapes") + 1] == ",".join(recipe.data.shapes)
+    assert args[args.index("--mc-answer") + 1] == recipe.data.mc_answer
+    assert args[args.index("--dpo-caption-share") + 1] == str(recipe.dpo.caption_share)
 
 
-def test_recipe_rejects_unknown_keys(tmp_path):
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r.update(epochs=3), "unknown: epochs"),
+        (lambda r: r.pop("eval"), "missing: eval"),
+        (lambda r: r["data"].update(mc_shares=0.3), "data: unknown key.s. mc_shares"),
+        (lambda r: r["dpo"].pop("temperature"), "dpo: missing key.s. temperature"),
+        (lambda r: r["data"].update(num_train="many"), "data.num_train must be int"),
+        (lambda r: r["data"].update(mc_answer="word"), "data.mc_answer must be one of letter, text"),
+        (lambda r: r["data"].update(max_objects=9), "max_objects"),  # the world validates on load
+    ],
+)
+def test_recipe_rejects_bad_keys_and_values(tmp_path, edit, message):
+    import yaml
+
     from llava_video.demo.recipe import load_demo_recipe
 
     for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
         (tmp_path / name).write_text((CONFIG_DIR / name).read_text())
-    (tmp_path / "recipe.yaml").write_text("frames: 8\nepochs: 3\n")
-    with pytest.raises(ConfigError, match="epochs"):
+    raw = yaml.safe_load((CONFIG_DIR / "recipe.yaml").read_text())
+    edit(raw)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
         load_demo_recipe(tmp_path)
 
 
