@@ -1,112 +1,12 @@
-#!/usr/bin/env python
-"""Generate the synthetic moving-shapes dataset (or the example clip) from a seed.
+#!/usr/bin/env python3
+"""Thin wrapper: see llava_video/cli/make_synthetic.py."""
 
-    python tools/make_synthetic.py --output data/synthetic --seed 0 --num-train 4000 --num-eval 200
-    python tools/make_synthetic.py --example examples --seed 3
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llava_video.errors import LlavaVideoError  # noqa: E402
-from llava_video.synthetic.export import ExportConfig, export_dataset, write_example  # noqa: E402
-from llava_video.synthetic.world import WorldConfig  # noqa: E402
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2, no usage dump
-        raise _UsageError(message)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
-
-
-def _rgb(text: str) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-        raise argparse.ArgumentTypeError(f"expected R,G,B with values in [0, 255], got {text!r}")
-    return values
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--output", type=Path, help="dataset directory to write")
-    target.add_argument("--example", type=Path, help="write only clip.mp4 + clip.json (held-out clip 0) here")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=1000, help="training clips")
-    parser.add_argument("--num-eval", type=int, default=200, help="held-out clips (NExT-QA CSVs)")
-    parser.add_argument("--num-images", type=int, default=500, help="still images for mixed batches")
-    parser.add_argument("--num-dpo", type=int, default=300, help="DPO prompts on training clips")
-    parser.add_argument("--num-dpo-eval", type=int, default=100, help="DPO prompts on held-out clips")
-    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16; 32 for --example)")
-    parser.add_argument("--size", type=int, default=64, help="frame side in pixels (stills are multiples of it)")
-    parser.add_argument("--min-objects", type=int, default=1)
-    parser.add_argument("--max-objects", type=int, default=3)
-    parser.add_argument("--shapes", type=_names, default=None,
-                        help="comma-separated shapes of this world (default: all of square,circle,triangle,cross)")
-    parser.add_argument("--background", type=_rgb, default=None,
-                        help="background colour R,G,B (default 16,16,16; the demo uses a mid grey near CLIP's mean)")
-    parser.add_argument("--turns", type=int, default=3, help="question turns per stage-2 record")
-    parser.add_argument("--questions-per-clip", type=int, default=5, help="held-out questions per clip")
-    parser.add_argument("--caption-share", type=float, default=0.1, help="stage-2 video records that start with a caption turn")
-    parser.add_argument("--mc-share", type=float, default=0.0,
-                        help="stage-2 question turns written as multiple choice in the NExT-QA eval prompt format")
-    parser.add_argument("--mc-answer", choices=("letter", "text"), default="letter",
-                        help="answer of those multiple-choice turns: the option's letter or its text")
-    parser.add_argument("--dpo-caption-share", type=float, default=0.2,
-                        help="DPO prompts that ask for a description (judged against the whole caption) instead of a question")
-    parser.add_argument("--holdout", choices=("seeds", "combos"), default="seeds",
-                        help="held-out split: new scenes (seeds) or also unseen colour/shape pairs (combos)")
-    parser.add_argument("--crf", type=int, default=0, help="x264 quality, 0 = lossless")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        world_options = {"shapes": args.shapes, "background": args.background}
-        world = WorldConfig(size=args.size, min_objects=args.min_objects, max_objects=args.max_objects,
-                            **{k: v for k, v in world_options.items() if v is not None})
-        if args.example is not None:
-            clip, meta = write_example(output_dir=args.example, seed=args.seed, frames=args.frames or 32,
-                                       world=world, crf=args.crf)
-            print(f"wrote {clip} and {meta}")
-            return 0
-        config = ExportConfig(
-            seed=args.seed, num_train=args.num_train, num_eval=args.num_eval, num_images=args.num_images,
-            num_dpo=args.num_dpo, num_dpo_eval=args.num_dpo_eval, frames=args.frames or 16, turns=args.turns,
-            questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
-            mc_answer=args.mc_answer, dpo_caption_share=args.dpo_caption_share, holdout=args.holdout, crf=args.crf, world=world,
-        )
-        manifest = export_dataset(output=args.output, config=config)
-    except (_UsageError, LlavaVideoError, ValueError) as error:
-        print(f"make_synthetic: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"make_synthetic: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
-        return 2
-    counts = manifest["counts"]
-    print(f"wrote {args.output}: {counts['train_clips']} train clips, {counts['held_out_clips']} held-out clips "
-          f"({counts['held_out_questions']} questions), {counts['images']} stills")
-    return 0
-
+from llava_video.cli.make_synthetic import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

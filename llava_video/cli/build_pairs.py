@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                                 report_path=args.report or f"{args.output}.report.json",
                                 min_margin=args.min_margin).summary()
 
-    return run_reporting_errors("build_pairs", work)
+    return run_reporting_errors("build_pairs.py", work)
 
 
 if __name__ == "__main__":

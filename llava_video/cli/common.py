@@ -21,15 +21,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def report_errors(prog: str, work: Callable[[], int]) -> int:
-    """Run ``work``; input errors become one stderr line and exit code 2, Ctrl-C exits quietly (130)."""
+def report_errors(prog: str, work: Callable[[], int], *, on_interrupt: str = "") -> int:
+    """Run ``work`` and return its exit code: input errors become one stderr line and exit code 2, argparse's
+    exits (usage errors, ``--help``) return their code, Ctrl-C exits with 130 and the ``on_interrupt`` hint
+    (e.g. how to resume)."""
     try:
         return work()
+    except SystemExit as exc:  # argparse: the usage error is already printed on one line
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     except (LlavaVideoError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
-        print("", file=sys.stderr)
+        print(f"{prog}: interrupted" + (f"; {on_interrupt}" if on_interrupt else ""), file=sys.stderr)
         return 130
 
 

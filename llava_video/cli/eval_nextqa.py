@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from llava_video.cli.common import ArgumentParser, report_errors
 from llava_video.errors import LlavaVideoError
 from llava_video.evaluation.nextqa import read_extra_references, read_questions, read_video_map
 from llava_video.evaluation.runner import (
@@ -30,15 +31,8 @@ __all__ = ["build_parser", "bind_model", "main"]
 ModelBinder = Callable[[argparse.Namespace], AnswerBatchFn]
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr, exit code 2 (argparse alone prints the whole usage first)."""
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"eval_nextqa: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="eval_nextqa.py", description="Zero-shot NExT-QA evaluation.")
+    parser = ArgumentParser(prog="eval_nextqa.py", description="Zero-shot NExT-QA evaluation.")
     parser.add_argument("--model", required=True, help="checkpoint folder (LLaVA-NeXT-Video)")
     parser.add_argument("--annotations", required=True, type=Path, help="official NExT-QA CSV (val.csv / test.csv)")
     parser.add_argument("--video-root", required=True, type=Path, help="folder with the videos")
@@ -135,17 +129,7 @@ def run(argv: Sequence[str] | None = None, *, model_binder: ModelBinder = bind_m
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        run(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error already printed on one line (2)
-        return int(exc.code or 0)
-    except (LlavaVideoError, ValueError) as exc:
-        print(f"eval_nextqa: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("eval_nextqa: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+    return report_errors("eval_nextqa.py", lambda: (run(argv), 0)[1], on_interrupt="rerun the same command to resume")
 
 
 if __name__ == "__main__":

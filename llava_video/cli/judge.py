@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                 cache_path=cache, retry_failed=args.retry_failed,
                                 progress=not args.no_progress).summary()
 
-    return run_reporting_errors("judge", work)
+    return run_reporting_errors("judge.py", work)
 
 
 if __name__ == "__main__":

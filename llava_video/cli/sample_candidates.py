@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                     progress=not args.no_progress)
         return summary.line(args.output)
 
-    return run_reporting_errors("sample_candidates", work)
+    return run_reporting_errors("sample_candidates.py", work)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llava_video.errors import LlavaVideoError
+from llava_video.cli.common import ArgumentParser, report_errors
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description="Train a LLaVA-NeXT-Video model from a YAML recipe.")
+    p = ArgumentParser(prog="train.py", description="Train a LLaVA-NeXT-Video model from a YAML recipe.")
     p.add_argument("--config", required=True, help="recipe YAML (see configs/)")
     p.add_argument("--check", action="store_true", help="validate the recipe and exit")
     p.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by deepspeed
@@ -25,10 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from llava_video.train.config import load_train_config
+    def work() -> int:
+        args = build_parser().parse_args(argv)
+        from llava_video.train.config import load_train_config
 
-    try:
         config = load_train_config(args.config, args.overrides)
         if args.check:
             print(f"{args.config}: ok")
@@ -36,13 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         from llava_video.train.trainer import run_training
 
         run_training(config)
-    except LlavaVideoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: resume with checkpoint.resume=auto (the default)", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return report_errors("train.py", work, on_interrupt="rerun the same command to resume (checkpoint.resume=auto, the default)")
 
 
 if __name__ == "__main__":

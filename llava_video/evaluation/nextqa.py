@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sequence
 
-from llava_video.errors import LlavaVideoError
+from llava_video.errors import InputError, LlavaVideoError
 
 __all__ = [
     "Task",
@@ -228,7 +228,7 @@ def aggregate(scores: Iterable[tuple[str, Sequence[float]]], *, task: Task,
     for qtype, values in scores:
         qtype = folded_type(qtype)
         if qtype not in type_order:
-            raise ValueError(f"question type {qtype!r} is not scored in task {task}")
+            raise InputError(f"question type {qtype!r} is not scored in task {task}")
         acc = sums.setdefault(qtype, [0.0] * len(metric_names))
         for i, value in enumerate(values):
             acc[i] += value

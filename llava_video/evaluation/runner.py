@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 from tqdm import tqdm
 
-from llava_video.errors import LlavaVideoError, VideoDecodeError
+from llava_video.errors import ConfigError, LlavaVideoError, VideoDecodeError
 from llava_video.evaluation.nextqa import (
     NextQAQuestion,
     Task,
@@ -107,16 +107,16 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.task not in ("mc", "oe"):
-            raise ValueError(f"task must be 'mc' or 'oe', got {self.task!r}")
+            raise ConfigError(f"task must be 'mc' or 'oe', got {self.task!r}")
         for name in ("num_frames", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if self.missing_videos not in ("skip", "error"):
-            raise ValueError(f"missing_videos must be 'skip' or 'error', got {self.missing_videos!r}")
+            raise ConfigError(f"missing_videos must be 'skip' or 'error', got {self.missing_videos!r}")
 
 
 @dataclass

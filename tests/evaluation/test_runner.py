@@ -190,7 +190,7 @@ def test_cli_bad_input_exits_2_with_one_line(dataset, tmp_path, capsys, change):
     change(argv)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("eval_nextqa: error:") and len(err.splitlines()) == 1
+    assert err.startswith("eval_nextqa.py: error:") and len(err.splitlines()) == 1
 
 
 def test_cli_wrong_task_for_file(dataset, tmp_path, capsys):

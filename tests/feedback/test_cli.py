@@ -54,7 +54,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"judge: error: {bad}:1: field 'candidate_index' must be a non-negative integer"]
+        f"judge.py: error: {bad}:1: field 'candidate_index' must be a non-negative integer"]
     assert judge_cli.main(["--candidates", str(bad), "--output", "o", "--backend", "openai"]) == 2
     assert judge_cli.main(["--candidates", str(bad), "--output", "o", "--backend", "rule",
                            "--rule", "no.such.module:f"]) == 2

@@ -89,5 +89,5 @@ def test_cli_check_and_usage_errors(capsys):
     assert main(["--config", str(REPO / "configs/stage2.yaml"), "--check"]) == 0
     assert main(["--config", str(REPO / "configs/stage2.yaml"), "optim.lrr=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: unknown config key(s): optim.lrr"]
+    assert err == ["train.py: error: unknown config key(s): optim.lrr"]
     assert main(["--config", "does/not/exist.yaml"]) == 2
