@@ -28,6 +28,7 @@ __all__ = [
     "MediaLoader",
     "Sample",
     "BadSample",
+    "EncodingDataset",
     "ConversationDataset",
     "Batch",
     "collate",
@@ -55,6 +56,11 @@ class MediaLoader:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
         return preprocess_anyres_image(rgb, self.processor)
+
+    @property
+    def expected_frames(self) -> int:
+        """Frames a video yields when it is long enough (for length estimates before decoding)."""
+        return self.num_frames if self.max_frames is None else min(self.num_frames, self.max_frames)
 
     def video(self, path: str) -> torch.Tensor:
         """(frames, 3, S, S) pixel tensor of the sampled frames."""
@@ -88,26 +94,36 @@ class BadSample:
     reason: str
 
 
-class ConversationDataset(Dataset):
-    """Records -> ``Sample`` (or ``BadSample``), lazily; ``lengths`` estimates tokens without decoding."""
+class EncodingDataset(Dataset):
+    """What the training datasets share: the encoding context (tokenizer, chat template, model config),
+    the media loader, the length limit, and token-length estimates cached for length grouping."""
 
-    def __init__(
-        self,
-        records: Sequence[Record],
-        *,
-        tokenizer: Any,
-        config: LlavaVideoConfig,
-        template: Any,
-        media: MediaLoader,
-        max_length: int,
-    ) -> None:
-        self.records = list(records)
+    def __init__(self, *, tokenizer: Any, config: LlavaVideoConfig, template: Any, media: MediaLoader, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.template = template
         self.media = media
         self.max_length = max_length
         self._lengths: list[int] | None = None
+
+    @property
+    def lengths(self) -> list[int]:
+        """Estimated tokens per item (text + visual), without decoding media; computed once."""
+        if self._lengths is None:
+            self._lengths = self._estimate_lengths()
+        return self._lengths
+
+    def _estimate_lengths(self) -> list[int]:
+        raise NotImplementedError
+
+
+class ConversationDataset(EncodingDataset):
+    """Records -> ``Sample`` (or ``BadSample``), lazily; ``lengths`` estimates tokens without decoding."""
+
+    def __init__(self, records: Sequence[Record], *, tokenizer: Any, config: LlavaVideoConfig, template: Any,
+                 media: MediaLoader, max_length: int) -> None:
+        super().__init__(tokenizer=tokenizer, config=config, template=template, media=media, max_length=max_length)
+        self.records = list(records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -116,15 +132,12 @@ class ConversationDataset(Dataset):
     def modalities(self) -> list[Modality]:
         return [r.modality for r in self.records]
 
-    @property
-    def lengths(self) -> list[int]:
-        """Estimated tokens per record: text tokens + visual tokens (image headers read, videos assumed
-        to yield ``num_frames`` frames). Used for length grouping only; exact lengths come from loading."""
-        if self._lengths is None:
-            texts = [" ".join(str(t.get("value", t.get("content", ""))) for t in r.conversations) for r in self.records]
-            text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-            self._lengths = [n + self._visual_estimate(r) for n, r in zip(text_lens, self.records)]
-        return self._lengths
+    def _estimate_lengths(self) -> list[int]:
+        """Text tokens + visual tokens per record (image headers read, videos assumed to yield
+        ``media.expected_frames`` frames). For length grouping only; exact lengths come from loading."""
+        texts = [" ".join(str(t.get("value", t.get("content", ""))) for t in r.conversations) for r in self.records]
+        text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+        return [n + self._visual_estimate(r) for n, r in zip(text_lens, self.records)]
 
     def _visual_estimate(self, record: Record) -> int:
         from PIL import Image
@@ -137,8 +150,7 @@ class ConversationDataset(Dataset):
                 total += self.config.image_token_count((h, w))
             except OSError:
                 total += self.config.tokens_per_tile  # the load will report it
-        frames = self.media.num_frames if self.media.max_frames is None else min(self.media.num_frames, self.media.max_frames)
-        return total + len(record.videos) * self.config.video_token_count(frames)
+        return total + len(record.videos) * self.config.video_token_count(self.media.expected_frames)
 
     def __getitem__(self, index: int) -> Sample | BadSample:
         record = self.records[index]

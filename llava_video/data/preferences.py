@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from llava_video.config import LlavaVideoConfig
-from llava_video.data.batching import BadSample, MediaLoader
+from llava_video.data.batching import BadSample, EncodingDataset, MediaLoader
 from llava_video.data.conversation import VIDEO_MARKER, encode_conversation
 from llava_video.data.records import Record
 from llava_video.errors import InputError, LlavaVideoError
@@ -111,27 +110,14 @@ class PairSample:
     reference_logps: tuple[float, float] | None = None  # (chosen, rejected) when precomputed
 
 
-class PreferenceDataset(Dataset):
+class PreferenceDataset(EncodingDataset):
     """Pairs -> ``PairSample`` (or ``BadSample`` with the reason), lazily: videos decode in ``__getitem__``."""
 
-    def __init__(
-        self,
-        pairs: Sequence[PreferencePair],
-        *,
-        tokenizer: Any,
-        config: LlavaVideoConfig,
-        template: Any,
-        media: MediaLoader,
-        max_length: int,
-    ) -> None:
+    def __init__(self, pairs: Sequence[PreferencePair], *, tokenizer: Any, config: LlavaVideoConfig, template: Any,
+                 media: MediaLoader, max_length: int) -> None:
+        super().__init__(tokenizer=tokenizer, config=config, template=template, media=media, max_length=max_length)
         self.pairs = list(pairs)
         self.records = [p.as_record() for p in self.pairs]
-        self.tokenizer = tokenizer
-        self.config = config
-        self.template = template
-        self.media = media
-        self.max_length = max_length
-        self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -140,15 +126,11 @@ class PreferenceDataset(Dataset):
     def modalities(self) -> list[str]:
         return ["video"] * len(self.pairs)
 
-    @property
-    def lengths(self) -> list[int]:
-        """Estimated tokens per pair (both sequences), for length grouping."""
-        if self._lengths is None:
-            texts = [f"{p.prompt} {p.chosen} {p.prompt} {p.rejected}" for p in self.pairs]
-            text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-            frames = self.media.num_frames if self.media.max_frames is None else min(self.media.num_frames, self.media.max_frames)
-            self._lengths = [n + 2 * self.config.video_token_count(frames) for n in text_lens]
-        return self._lengths
+    def _estimate_lengths(self) -> list[int]:
+        """Tokens per pair (both sequences: prompt and answer twice, the video's tokens twice)."""
+        texts = [f"{p.prompt} {p.chosen} {p.prompt} {p.rejected}" for p in self.pairs]
+        text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [n + 2 * self.config.video_token_count(self.media.expected_frames) for n in text_lens]
 
     def _encode(self, pair: PreferencePair, answer: str, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         prompt = pair.prompt if VIDEO_MARKER in pair.prompt else f"{VIDEO_MARKER}\n{pair.prompt}"
