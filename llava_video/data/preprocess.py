@@ -200,6 +200,9 @@ def _center_crop(image: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
     return image[top : top + crop_h, left : left + crop_w]
 
 
+_MIN_PIXELS_FOR_THREADS = 128 * 128
+
+
 def preprocess_frames(frames: np.ndarray, config: ImageProcessorConfig, *, threads: int | None = None) -> torch.Tensor:
     """(T, H, W, 3) uint8 frames -> (T, 3, crop, crop) float32, as CLIPImageProcessor would give.
 
@@ -211,7 +214,8 @@ def preprocess_frames(frames: np.ndarray, config: ImageProcessorConfig, *, threa
     if frames.shape[0] == 0:
         raise ConfigError("frames is empty (T = 0)")
     workers = min(frames.shape[0], threads or os.cpu_count() or 1)
-    if workers > 1:
+    # A pool costs ~1 ms to start: worth it for real frames, not for the few-pixel frames of tests and the demo.
+    if workers > 1 and frames.shape[1] * frames.shape[2] >= _MIN_PIXELS_FOR_THREADS:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             crops = list(pool.map(lambda f: _resize_crop(f, config), frames))
     else:

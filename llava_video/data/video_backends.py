@@ -20,6 +20,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from llava_video.errors import VideoDecodeError
 from llava_video.optional import is_available, require
@@ -208,12 +209,15 @@ class _FrameSink:
         self.filled = np.zeros(len(wanted), dtype=bool)
         self.frames: np.ndarray | None = None
         self.rotation = 0.0
+        # One converter for the whole clip: frame.to_ndarray(format=...) builds a new swscale context for
+        # every frame, which costs ~2 ms even at 32 x 32 (20x the conversion itself).
+        self.reformatter = VideoReformatter()
 
     def put(self, idx: int, frame: av.VideoFrame) -> None:
         slot = self.slot.get(idx)
         if slot is None or self.filled[slot]:
             return
-        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+        rgb = self.reformatter.reformat(frame, format="rgb24").to_ndarray()  # (H, W, 3)
         if self.frames is None:
             self.frames = np.empty((len(self.wanted), *rgb.shape), dtype=np.uint8)
             self.rotation = float(frame.rotation or 0.0)
