@@ -1,6 +1,7 @@
 """Benchmark: sampling 32 uniformly spaced frames with our loader and with the usual alternatives.
 
     python tools/bench_decode.py [--runs 5] [--clip-dir DIR] [--only 10s-360p-g30,...] [--frames 32]
+    python tools/bench_decode.py --convert      # RGB conversion: a converter per frame vs one per clip
 
 Generates its clips (h264, 10 s and 60 s, 640x360 and 1280x720, keyframe every 30 and every 250 frames)
 into --clip-dir (kept between runs), then times each method on each clip (median of --runs) and prints a
@@ -209,6 +210,48 @@ def preprocess_speed(runs: int, frames: int) -> None:
         print(f"| {width}x{height} | {ours_fps:.0f} | {ref_fps:.0f} | {ours_fps / ref_fps:.2f}x | {diff:.3f} |")
 
 
+def convert_speed(runs: int, clip_dir: Path) -> None:
+    """ms per frame to decode and convert to RGB, as the loader does it (decode a clip, convert each frame while the
+    container is open): ``to_ndarray(format="rgb24")`` per frame vs one ``VideoReformatter`` per clip (our loader).
+    On 20 clips of 8 frames at the demo's 32 px (lossless yuv444p) and at 360p/720p h264."""
+    from av.video.reformatter import VideoReformatter
+
+    rng = np.random.default_rng(0)
+    cases = {"32x32 yuv444p lossless (demo)": ((32, 32), {"crf": "0"}, "yuv444p"),
+             "640x360 yuv420p": ((640, 360), {"crf": "23"}, "yuv420p"),
+             "1280x720 yuv420p": ((1280, 720), {"crf": "23"}, "yuv420p")}
+
+    def decode_all(paths: list[Path], *, shared: bool) -> tuple[float, list[np.ndarray]]:
+        out, t0 = [], time.perf_counter()
+        for path in paths:
+            reformatter = VideoReformatter()
+            with av.open(str(path)) as container:
+                for frame in container.decode(video=0):
+                    out.append(reformatter.reformat(frame, format="rgb24").to_ndarray() if shared
+                               else frame.to_ndarray(format="rgb24"))
+        return (time.perf_counter() - t0) / len(out) * 1e3, out
+
+    print(f"# decode + RGB conversion, ms per frame, median of {runs} runs over 20 clips of 8 frames")
+    print("| clips | to_ndarray(format=rgb24) per frame | one VideoReformatter per clip | ratio | identical |\n|---|---|---|---|---|")
+    for label, ((width, height), options, pix_fmt) in cases.items():
+        paths = []
+        for i in range(20):
+            path = clip_dir / f"convert-{width}x{height}-{i}.mp4"
+            if not path.is_file():
+                frames = rng.integers(0, 256, (8, height, width, 3), dtype=np.uint8)
+                write_video(path, frames, fps=8.0, pix_fmt=pix_fmt, options=options)
+            paths.append(path)
+        per_frame, shared = [], []
+        for _ in range(runs):  # interleaved, so load changes hit both alike
+            ms, a_frames = decode_all(paths, shared=False)
+            per_frame.append(ms)
+            ms, b_frames = decode_all(paths, shared=True)
+            shared.append(ms)
+        same = all(np.array_equal(x, y) for x, y in zip(a_frames, b_frames))
+        slow, fast = statistics.median(per_frame), statistics.median(shared)
+        print(f"| {label} | {slow:.3f} | {fast:.3f} | {slow / fast:.2f}x | {same} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -218,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", action="store_true", help="also time ours with each backend forced")
     parser.add_argument("--peak-rss", action="store_true", help="only measure peak RSS on a 10-minute 1080p clip")
     parser.add_argument("--preprocess", action="store_true", help="only time preprocessing against transformers")
+    parser.add_argument("--convert", action="store_true", help="only time the per-frame RGB conversion, both ways")
     args = parser.parse_args(argv)
+    if args.convert:
+        args.clip_dir.mkdir(parents=True, exist_ok=True)
+        convert_speed(args.runs, args.clip_dir)
+        return 0
     if args.preprocess:
         preprocess_speed(args.runs, args.frames)
         return 0
