@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import yaml
 
@@ -51,7 +51,8 @@ _MODEL_FILES = ("config.json", "llava_video_config.json", "model.safetensors", "
 @dataclass(frozen=True)
 class DemoData:
     """``data:`` of recipe.yaml: the world and ``tools/make_synthetic.py``'s sizes and mixes (flags of the same
-    names). Every key is required: recipe.yaml is the one place the demo's data is defined."""
+    names). Every key is required: recipe.yaml is the one place the demo's data is defined. Read, like the other
+    sections, by the training recipes' ``build_config`` (unknown, missing and mistyped keys are errors)."""
 
     size: int
     background: tuple[int, ...]
@@ -85,40 +86,6 @@ class DemoEval:
     """``eval:`` of recipe.yaml."""
 
     batch_size: int
-
-
-_SectionT = TypeVar("_SectionT", DemoData, DemoDPO, DemoEval)
-
-
-def _section(cls: type[_SectionT], raw: Any, *, name: str, path: Path) -> _SectionT:
-    """One typed section of recipe.yaml; unknown or missing keys and values of the wrong type are errors."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: {name} must be a mapping")
-    hints = get_type_hints(cls)
-    unknown, missing = set(raw) - set(hints), set(hints) - set(raw)
-    if unknown or missing:
-        raise ConfigError(f"{path}: {name}: " + "; ".join(
-            f"{label} key(s) {', '.join(sorted(keys))}" for label, keys in (("unknown", unknown), ("missing", missing)) if keys))
-    values = {}
-    for key, hint in hints.items():
-        value = raw[key]
-        try:
-            if get_origin(hint) is Literal:
-                if value not in get_args(hint):
-                    raise ValueError(f"one of {', '.join(map(str, get_args(hint)))}")
-            elif get_origin(hint) is tuple:
-                item = get_args(hint)[0]
-                if not isinstance(value, list):
-                    raise ValueError("a list")
-                value = tuple(item(v) for v in value)
-            elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = float(value)
-            elif not (isinstance(value, hint) and not isinstance(value, bool)):
-                raise ValueError(hint.__name__)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: {name}.{key} must be {exc}, got {raw[key]!r}") from None
-        values[key] = value
-    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -178,10 +145,14 @@ def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
     for key in ("seed", "frames"):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool):
             raise ConfigError(f"{path}: {key} must be an integer, got {raw[key]!r}")
-    return DemoRecipe(seed=raw["seed"], frames=raw["frames"],
-                      data=_section(DemoData, raw["data"], name="data", path=path),
-                      dpo=_section(DemoDPO, raw["dpo"], name="dpo", path=path),
-                      eval=_section(DemoEval, raw["eval"], name="eval", path=path), config_dir=config_dir)
+    from llava_video.train.config import build_config
+
+    try:
+        sections = {name: build_config(cls, raw[name], prefix=name)
+                    for name, cls in (("data", DemoData), ("dpo", DemoDPO), ("eval", DemoEval))}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return DemoRecipe(seed=raw["seed"], frames=raw["frames"], config_dir=config_dir, **sections)
 
 
 def tool_command(name: str, *args: str) -> list[str]:

@@ -33,6 +33,7 @@ __all__ = [
     "RuntimeSection",
     "TrainConfig",
     "load_train_config",
+    "build_config",
     "dataset_entry_from_dict",
     "apply_overrides",
     "PART_NAMES",
@@ -243,7 +244,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Relative paths in a recipe are relative to the working directory (run from the repo root)."""
-        return _build(cls, data, prefix="")
+        return build_config(cls, data, prefix="")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,15 +255,20 @@ def _literal(name: str, value: Any, literal: Any) -> None:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, get_args(literal)))}")
 
 
-def _build(cls: type, data: Any, *, prefix: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, recursing into nested sections; unknown keys are named."""
+def build_config(cls: type, data: Any, *, prefix: str = "") -> Any:
+    """Dataclass ``cls`` from a mapping (a YAML section), recursing into nested sections: unknown keys and
+    required keys that are missing are named, scalar types, Literals, lists and tuples are checked."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    where = f"{prefix}." if prefix else ""
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key(s): {', '.join(where + k for k in unknown)}")
+    missing = sorted(name for name, f in fields.items() if f.init and name not in data
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"missing config key(s): {', '.join(where + k for k in missing)}")
     kwargs = {}
     hints = _type_hints(cls)
     for name, value in data.items():
@@ -283,12 +289,20 @@ def _coerce(hint: Any, value: Any, *, prefix: str) -> Any:
     """Nested dataclasses from dicts, and light checks of scalar types (YAML reads 1e-3 as a string)."""
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, prefix=prefix)
+        return build_config(hint, value, prefix=prefix)
+    if origin is Literal:
+        _literal(prefix, value, hint)
+        return value
     if origin is list and value is not None:
         (item,) = get_args(hint) or (Any,)
         if not isinstance(value, list):
             raise ConfigError(f"{prefix} must be a list, got {value!r}")
         return [_coerce(item, v, prefix=f"{prefix}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple and value is not None:  # tuple[X, ...]: a YAML list
+        item = get_args(hint)[0] if get_args(hint) else Any
+        if not isinstance(value, list):
+            raise ConfigError(f"{prefix} must be a list, got {value!r}")
+        return tuple(_coerce(item, v, prefix=f"{prefix}[{i}]") for i, v in enumerate(value))
     if origin in (Union, types.UnionType):
         options = get_args(hint)
         if value is None and type(None) in options:
@@ -326,7 +340,7 @@ def _coerce(hint: Any, value: Any, *, prefix: str) -> Any:
 def dataset_entry_from_dict(data: dict[str, Any], *, where: str) -> DatasetEntry:
     """A mixture file's entry, with unknown keys named (``where`` says which file)."""
     try:
-        return _build(DatasetEntry, data, prefix="datasets[]")
+        return build_config(DatasetEntry, data, prefix="datasets[]")
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -46,10 +46,10 @@ def test_recipe_world_is_the_one_its_data_command_makes():
     [
         (lambda r: r.update(epochs=3), "unknown: epochs"),
         (lambda r: r.pop("eval"), "missing: eval"),
-        (lambda r: r["data"].update(mc_shares=0.3), "data: unknown key.s. mc_shares"),
-        (lambda r: r["dpo"].pop("temperature"), "dpo: missing key.s. temperature"),
-        (lambda r: r["data"].update(num_train="many"), "data.num_train must be int"),
-        (lambda r: r["data"].update(mc_answer="word"), "data.mc_answer must be one of letter, text"),
+        (lambda r: r["data"].update(mc_shares=0.3), "unknown config key.s.: data.mc_shares"),
+        (lambda r: r["dpo"].pop("temperature"), "missing config key.s.: dpo.temperature"),
+        (lambda r: r["data"].update(num_train="many"), "data.num_train='many' must be an integer"),
+        (lambda r: r["data"].update(mc_answer="word"), "data.mc_answer='word' is not one of 'letter', 'text'"),
         (lambda r: r["data"].update(max_objects=9), "max_objects"),  # the world validates on load
     ],
 )
