@@ -27,7 +27,9 @@ def report_errors(prog: str, work: Callable[[], int], *, on_interrupt: str = "")
     (e.g. how to resume)."""
     try:
         return work()
-    except SystemExit as exc:  # argparse: the usage error is already printed on one line
+    except SystemExit as exc:  # argparse: --help (0) or a usage error already printed on one line (2)
+        if exc.code is None:
+            return 0
         return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     except (LlavaVideoError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -38,11 +40,10 @@ def report_errors(prog: str, work: Callable[[], int], *, on_interrupt: str = "")
 
 
 def run_reporting_errors(prog: str, work: Callable[[], str]) -> int:
-    """Run ``work`` (which returns a summary line to print); 0 on success, 2 with one stderr line on bad input."""
-    try:
-        summary = work()
-    except (LlavaVideoError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    print(summary)
-    return 0
+    """Run ``work`` (which returns a summary line to print) under :func:`report_errors`; 0 on success."""
+
+    def print_summary() -> int:
+        print(work())
+        return 0
+
+    return report_errors(prog, print_summary)

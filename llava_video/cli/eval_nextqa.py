@@ -129,7 +129,11 @@ def run(argv: Sequence[str] | None = None, *, model_binder: ModelBinder = bind_m
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return report_errors("eval_nextqa.py", lambda: (run(argv), 0)[1], on_interrupt="rerun the same command to resume")
+    def work() -> int:
+        run(argv)
+        return 0
+
+    return report_errors("eval_nextqa.py", work, on_interrupt="rerun the same command to resume")
 
 
 if __name__ == "__main__":
