@@ -15,8 +15,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
+from llava_video.config_builder import build_config, check_literal
 from llava_video.errors import ConfigError
 from llava_video.model import anyres
 
@@ -46,12 +47,6 @@ _PROJECTOR_RE = re.compile(r"^(linear|mlp(\d+)x_gelu)$")
 DEFAULT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
 
-def _check_literal(name: str, value: Any, literal: Any) -> None:
-    allowed = get_args(literal)
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
-
-
 @dataclass
 class VisionFeatureConfig:
     """Which hidden state of the vision tower feeds the projector, and whether the CLS token stays."""
@@ -60,7 +55,7 @@ class VisionFeatureConfig:
     select: FeatureSelect = "patch"
 
     def __post_init__(self) -> None:
-        _check_literal("feature.select", self.select, FeatureSelect)
+        check_literal("feature.select", self.select, FeatureSelect)
         layers = self.layer if isinstance(self.layer, list) else [self.layer]
         if not layers or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
             raise ConfigError(f"feature.layer must be an int or a non-empty list of ints, got {self.layer!r}")
@@ -113,8 +108,8 @@ class FramePoolingConfig:
     position: PoolPosition = "before_projector"
 
     def __post_init__(self) -> None:
-        _check_literal("pooling.mode", self.mode, PoolMode)
-        _check_literal("pooling.position", self.position, PoolPosition)
+        check_literal("pooling.mode", self.mode, PoolMode)
+        check_literal("pooling.position", self.position, PoolPosition)
         if not isinstance(self.stride, int) or self.stride < 1:
             raise ConfigError(f"pooling.stride must be a positive int, got {self.stride!r}")
 
@@ -155,8 +150,8 @@ class LlavaVideoConfig:
         for name, cls in _SECTIONS.items():
             value = getattr(self, name)
             if isinstance(value, dict):
-                setattr(self, name, _from_dict(cls, value, prefix=name))
-        _check_literal("video_newline", self.video_newline, VideoNewline)
+                setattr(self, name, build_config(cls, value, prefix=name))
+        check_literal("video_newline", self.video_newline, VideoNewline)
         for name in ("vision", "text"):
             sub = getattr(self, name)
             if not isinstance(sub, dict) or "model_type" not in sub:
@@ -228,7 +223,7 @@ class LlavaVideoConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LlavaVideoConfig":
-        return _from_dict(cls, data, prefix="")
+        return build_config(cls, data, prefix="")
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / CONFIG_FILENAME
@@ -346,17 +341,3 @@ def _check_causal_lm_type(model_type: str) -> None:
             f"unsupported language model type {model_type!r}: not a transformers causal LM "
             "(tested: llama, mistral, qwen2)"
         )
-
-
-def _from_dict(cls: type, data: dict[str, Any], *, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key(s): {', '.join(where + k for k in unknown)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None

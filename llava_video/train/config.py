@@ -10,11 +10,11 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
+from llava_video.config_builder import build_config, check_literal
 from llava_video.errors import ConfigError
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "RuntimeSection",
     "TrainConfig",
     "load_train_config",
-    "build_config",
     "dataset_entry_from_dict",
     "apply_overrides",
     "PART_NAMES",
@@ -54,7 +53,7 @@ class ModelSection:
     conv_template: str | None = None  # None: the checkpoint's own template
 
     def __post_init__(self) -> None:
-        _literal("model.init", self.init, Literal["tiny", "path"])
+        check_literal("model.init", self.init, Literal["tiny", "path"])
         if self.init == "path" and not self.path:
             raise ConfigError("model.path is required when model.init is 'path'")
 
@@ -115,9 +114,14 @@ class DataSection:
     on_bad_record: Literal["skip", "fail"] = "skip"
     num_workers: int = 0
     video_backend: str = "auto"
+    # MiB of preprocessed media kept in memory (per loading process; 0: none): for small datasets read
+    # for many epochs, so each clip is decoded once (useful with num_workers 0; see MediaLoader).
+    media_cache_mb: int = 0
 
     def __post_init__(self) -> None:
-        _literal("data.on_bad_record", self.on_bad_record, Literal["skip", "fail"])
+        check_literal("data.on_bad_record", self.on_bad_record, Literal["skip", "fail"])
+        if self.media_cache_mb < 0:
+            raise ConfigError(f"data.media_cache_mb must be >= 0, got {self.media_cache_mb}")
         if (self.train is None) == (not self.datasets):
             raise ConfigError("data: give exactly one of data.train (a file) or data.datasets (a list)")
         if self.num_frames < 1 or self.max_length < 8 or self.num_workers < 0:
@@ -138,7 +142,7 @@ class BatchingSection:
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        _literal("batching.modality", self.modality, Literal["mixed", "separate"])
+        check_literal("batching.modality", self.modality, Literal["mixed", "separate"])
         if self.batch_size < 1 or self.group_size < 1:
             raise ConfigError("batching: batch_size and group_size must be >= 1")
 
@@ -154,7 +158,7 @@ class OptimSection:
     max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
-        _literal("optim.scheduler", self.scheduler, Literal["cosine", "linear", "constant"])
+        check_literal("optim.scheduler", self.scheduler, Literal["cosine", "linear", "constant"])
         if self.lr < 0 or not 0 <= self.warmup_ratio < 1 or len(self.betas) != 2:
             raise ConfigError("optim: lr >= 0, 0 <= warmup_ratio < 1, betas a pair")
 
@@ -208,7 +212,7 @@ class DistributedSection:
     backend: Literal["auto", "nccl", "gloo"] = "auto"
 
     def __post_init__(self) -> None:
-        _literal("distributed.backend", self.backend, Literal["auto", "nccl", "gloo"])
+        check_literal("distributed.backend", self.backend, Literal["auto", "nccl", "gloo"])
 
 
 @dataclass
@@ -223,8 +227,8 @@ class RuntimeSection:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"runtime.device={self.device!r} is not one of auto, cpu, cuda[:N]")
-        _literal("runtime.dtype", self.dtype, Literal["auto", "float32", "bfloat16", "float16"])
-        _literal("runtime.attn", self.attn, Literal["auto", "sdpa", "eager", "flash_attention_2"])
+        check_literal("runtime.dtype", self.dtype, Literal["auto", "float32", "bfloat16", "float16"])
+        check_literal("runtime.attn", self.attn, Literal["auto", "sdpa", "eager", "flash_attention_2"])
 
 
 @dataclass
@@ -248,93 +252,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _literal(name: str, value: Any, literal: Any) -> None:
-    if value not in get_args(literal):
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, get_args(literal)))}")
-
-
-def build_config(cls: type, data: Any, *, prefix: str = "") -> Any:
-    """Dataclass ``cls`` from a mapping (a YAML section), recursing into nested sections: unknown keys and
-    required keys that are missing are named, scalar types, Literals, lists and tuples are checked."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    where = f"{prefix}." if prefix else ""
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(where + k for k in unknown)}")
-    missing = sorted(name for name, f in fields.items() if f.init and name not in data
-                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-    if missing:
-        raise ConfigError(f"missing config key(s): {', '.join(where + k for k in missing)}")
-    kwargs = {}
-    hints = _type_hints(cls)
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, prefix=f"{prefix}.{name}" if prefix else name)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(cls)
-
-
-def _coerce(hint: Any, value: Any, *, prefix: str) -> Any:
-    """Nested dataclasses from dicts, and light checks of scalar types (YAML reads 1e-3 as a string)."""
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return build_config(hint, value, prefix=prefix)
-    if origin is Literal:
-        _literal(prefix, value, hint)
-        return value
-    if origin is list and value is not None:
-        (item,) = get_args(hint) or (Any,)
-        if not isinstance(value, list):
-            raise ConfigError(f"{prefix} must be a list, got {value!r}")
-        return [_coerce(item, v, prefix=f"{prefix}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple and value is not None:  # tuple[X, ...]: a YAML list
-        item = get_args(hint)[0] if get_args(hint) else Any
-        if not isinstance(value, list):
-            raise ConfigError(f"{prefix} must be a list, got {value!r}")
-        return tuple(_coerce(item, v, prefix=f"{prefix}[{i}]") for i, v in enumerate(value))
-    if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for opt in options:
-            if opt is type(None):
-                continue
-            try:
-                return _coerce(opt, value, prefix=prefix)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{prefix}={value!r} has the wrong type (expected {hint})")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{prefix}={value!r} must be a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{prefix}={value!r} must be a number") from None
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{prefix}={value!r} must be an integer")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{prefix}={value!r} must be true or false")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{prefix}={value!r} must be a string")
-        return value
-    return value
 
 
 def dataset_entry_from_dict(data: dict[str, Any], *, where: str) -> DatasetEntry:

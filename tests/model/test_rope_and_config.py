@@ -122,3 +122,16 @@ def test_unknown_config_key_is_named():
     data["pooling"]["strid"] = 2
     with pytest.raises(ConfigError, match="pooling.strid"):
         LlavaVideoConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("pooling", "stride", "2", "pooling.stride='2' must be an integer"),
+    ("projector", "bias", "yes", "projector.bias='yes' must be true or false"),
+    ("anyres", "grid_pinpoints", [[336, "a"]], r"anyres.grid_pinpoints\[0\]\[1\]='a' must be an integer"),
+])
+def test_config_file_values_of_the_wrong_type_are_named(section, key, value, message):
+    """config.json sections go through the same typed builder as the training recipes."""
+    data = tiny_config().to_dict()
+    data[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        LlavaVideoConfig.from_dict(data)
