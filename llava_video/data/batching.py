@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,16 +39,42 @@ __all__ = [
 
 @dataclass
 class MediaLoader:
-    """Decodes and preprocesses one record's media (picklable, so it runs in DataLoader workers)."""
+    """Decodes and preprocesses one record's media (picklable, so it runs in DataLoader workers).
+
+    ``cache_mb`` > 0 keeps preprocessed media in memory, up to that many MiB, first come first kept: for
+    small datasets read for many epochs (the demo recipe reads each clip ~17 times) decoding is then paid
+    once. The cache lives in the process that loads, so it pays off with ``num_workers=0``; each DataLoader
+    worker would fill its own copy and lose it at the end of the epoch.
+    """
 
     processor: Any  # llava_video.data.preprocess.ImageProcessorConfig
     num_frames: int = 16
     fps: float | None = None
     max_frames: int | None = None
     backend: str = "auto"
+    cache_mb: int = 0
+    _cache: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache_bytes: int = field(default=0, init=False, repr=False, compare=False)
+    _header_frames: dict[str, int | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cached(self, kind: str, path: str, load: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+        if self.cache_mb <= 0:
+            return load()
+        key = (kind, path)
+        if key in self._cache:
+            return self._cache[key]
+        value = load()
+        nbytes = size(value)
+        if self._cache_bytes + nbytes <= self.cache_mb * 2**20:
+            self._cache[key] = value
+            self._cache_bytes += nbytes
+        return value
 
     def image(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:
         """(tiles (n, 3, S, S), (height, width)) of an AnyRes image."""
+        return self._cached("image", path, lambda: self._load_image(path), lambda v: v[0].nbytes)
+
+    def _load_image(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:
         from PIL import Image
 
         from llava_video.data.preprocess import preprocess_anyres_image
@@ -62,8 +88,24 @@ class MediaLoader:
         """Frames a video yields when it is long enough (for length estimates before decoding)."""
         return self.num_frames if self.max_frames is None else min(self.num_frames, self.max_frames)
 
+    def estimated_frames(self, path: str) -> int:
+        """Frames ``video(path)`` should yield, for length estimates before decoding: with uniform sampling,
+        ``expected_frames`` capped by the frame count in the file's header (short clips yield every frame
+        once), so clips of different lengths in one dataset are grouped apart; ``expected_frames`` otherwise."""
+        if self.fps is not None:
+            return self.expected_frames
+        if path not in self._header_frames:
+            from llava_video.data.video import header_frame_count
+
+            self._header_frames[path] = header_frame_count(path)
+        declared = self._header_frames[path]
+        return self.expected_frames if declared is None else min(self.expected_frames, declared)
+
     def video(self, path: str) -> torch.Tensor:
         """(frames, 3, S, S) pixel tensor of the sampled frames."""
+        return self._cached("video", path, lambda: self._load_video(path), lambda v: v.nbytes)
+
+    def _load_video(self, path: str) -> torch.Tensor:
         from llava_video.data.preprocess import preprocess_frames
         from llava_video.data.video import load_video
 
@@ -133,8 +175,8 @@ class ConversationDataset(EncodingDataset):
         return [r.modality for r in self.records]
 
     def _estimate_lengths(self) -> list[int]:
-        """Text tokens + visual tokens per record (image headers read, videos assumed to yield
-        ``media.expected_frames`` frames). For length grouping only; exact lengths come from loading."""
+        """Text tokens + visual tokens per record (image and video headers read: ``MediaLoader.estimated_frames``).
+        For length grouping only; exact lengths come from loading."""
         texts = [" ".join(str(t.get("value", t.get("content", ""))) for t in r.conversations) for r in self.records]
         text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
         return [n + self._visual_estimate(r) for n, r in zip(text_lens, self.records)]
@@ -150,7 +192,7 @@ class ConversationDataset(EncodingDataset):
                 total += self.config.image_token_count((h, w))
             except OSError:
                 total += self.config.tokens_per_tile  # the load will report it
-        return total + len(record.videos) * self.config.video_token_count(self.media.expected_frames)
+        return total + sum(self.config.video_token_count(self.media.estimated_frames(path)) for path in record.videos)
 
     def __getitem__(self, index: int) -> Sample | BadSample:
         record = self.records[index]

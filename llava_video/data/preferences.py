@@ -130,7 +130,7 @@ class PreferenceDataset(EncodingDataset):
         """Tokens per pair (both sequences: prompt and answer twice, the video's tokens twice)."""
         texts = [f"{p.prompt} {p.chosen} {p.prompt} {p.rejected}" for p in self.pairs]
         text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        return [n + 2 * self.config.video_token_count(self.media.expected_frames) for n in text_lens]
+        return [n + 2 * self.config.video_token_count(self.media.estimated_frames(p.video)) for n, p in zip(text_lens, self.pairs)]
 
     def _encode(self, pair: PreferencePair, answer: str, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         prompt = pair.prompt if VIDEO_MARKER in pair.prompt else f"{VIDEO_MARKER}\n{pair.prompt}"

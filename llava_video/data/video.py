@@ -26,7 +26,9 @@ from llava_video.data.video_backends import (
 from llava_video.errors import ConfigError, VideoDecodeError
 from llava_video.optional import is_available
 
-__all__ = ["VideoClip", "load_video", "sample_indices", "EmptyWindowError", "IMAGE_SUFFIXES", "Backend"]
+__all__ = [
+    "VideoClip", "load_video", "sample_indices", "header_frame_count", "EmptyWindowError", "IMAGE_SUFFIXES", "Backend",
+]
 
 Backend = Literal["auto", "pyav", "decord"]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -212,6 +214,24 @@ def load_video(
         path=str(path),
         num_source_frames=index.num_frames,
     )
+
+
+def header_frame_count(path: str | Path) -> int | None:
+    """Frames the container header declares for the first video stream, without demuxing; None when the
+    header does not say (0 frames declared), the path is not a video file or it cannot be opened. For
+    estimates only (length grouping): ``load_video`` is the authority and reports the errors."""
+    import av
+
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            return int(container.streams.video[0].frames) or None
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
 
 
 def _sample_for(path: Path, num_source_frames: int, **kwargs: object) -> list[int]:

@@ -202,8 +202,8 @@ class DPOObjective:
 
     def build_dataset(self, *, config: Any, model: Any, report: Any = None) -> PreferenceDataset:
         """The preference pairs of ``data.train`` (a pairs JSONL), videos under ``data.video_root``."""
-        from llava_video.data.batching import MediaLoader
         from llava_video.data.conversation import template_for
+        from llava_video.train.objectives import media_loader
 
         d = config.data
         if d.datasets or d.train is None:
@@ -217,9 +217,7 @@ class DPOObjective:
                     f"{len(missing) - 1} more) lack reference_chosen_logp/reference_rejected_logp; "
                     "add them to the pairs file (docs/dpo.md) or use reference: model"
                 )
-        media = MediaLoader(
-            processor=model.image_processor, num_frames=d.num_frames, fps=d.fps, max_frames=d.max_frames, backend=d.video_backend
-        )
+        media = media_loader(d, model.image_processor)
         return PreferenceDataset(
             pairs,
             tokenizer=model.tokenizer,

@@ -19,7 +19,7 @@ from llava_video.data.records import BadRecordReport, load_records, read_mixture
 from llava_video.errors import ConfigError
 from llava_video.train.config import DatasetEntry, dataset_entry_from_dict
 
-__all__ = ["Objective", "SFTObjective", "build_objective", "OBJECTIVE_NAMES"]
+__all__ = ["Objective", "SFTObjective", "build_objective", "media_loader", "OBJECTIVE_NAMES"]
 
 
 class Objective(Protocol):
@@ -58,12 +58,9 @@ class SFTObjective:
         records = load_records(
             dataset_entries(d), image_root=d.image_root, video_root=d.video_root, seed=config.runtime.seed, report=report
         )
-        media = MediaLoader(
-            processor=model.image_processor, num_frames=d.num_frames, fps=d.fps, max_frames=d.max_frames, backend=d.video_backend
-        )
         return ConversationDataset(
             records, tokenizer=model.tokenizer, config=model.config, template=template_for(model.config, model.tokenizer),
-            media=media, max_length=d.max_length,
+            media=media_loader(d, model.image_processor), max_length=d.max_length,
         )
 
     def collate(self, items: Sequence[Sample | BadSample]) -> Batch:
@@ -73,6 +70,14 @@ class SFTObjective:
         inputs = batch.model_inputs(device)
         # use_cache=False: with a cache transformers' masks would let packed samples see each other.
         return model(**inputs, use_cache=False, return_logits=False).loss
+
+
+def media_loader(data: Any, processor: Any) -> MediaLoader:
+    """The media loader a recipe's ``data`` section describes (frames, sampling, backend, cache)."""
+    return MediaLoader(
+        processor=processor, num_frames=data.num_frames, fps=data.fps, max_frames=data.max_frames,
+        backend=data.video_backend, cache_mb=data.media_cache_mb,
+    )
 
 
 def dataset_entries(data: Any) -> list[DatasetEntry]:

@@ -177,3 +177,47 @@ def test_compiled_blocks_give_the_same_logits():
     assert all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl is not None
                for layer in model.language_model.get_decoder().layers)
     assert (out - ref).abs().max().item() <= 1e-5
+
+
+def _clip(path, frames, size=16):
+    import numpy as np
+
+    from llava_video.data.encode import write_video
+
+    rgb = np.random.default_rng(frames).integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
+    return str(write_video(path, rgb, fps=8))
+
+
+def _media(**kwargs):
+    from llava_video.data.batching import MediaLoader
+    from llava_video.data.preprocess import ImageProcessorConfig
+
+    return MediaLoader(processor=ImageProcessorConfig(crop_size=16, shortest_edge=16, grid_pinpoints=[[16, 16]]), **kwargs)
+
+
+def test_media_cache_returns_the_same_pixels_and_respects_its_size(tmp_path, monkeypatch):
+    short, long = _clip(tmp_path / "a.mp4", 4), _clip(tmp_path / "b.mp4", 8)
+    media = _media(num_frames=8, cache_mb=1)
+    first = media.video(short)
+    assert first.shape == (4, 3, 16, 16)
+    # A second read must not decode: the decoder is gone, the cached tensor comes back.
+    monkeypatch.setattr(type(media), "_load_video", lambda self, path: pytest.fail(f"decoded {path} again"))
+    assert torch.equal(media.video(short), first)
+    # Full (no room left): further media are loaded each time and not kept.
+    media.cache_mb = 0
+    monkeypatch.undo()
+    assert media.video(long).shape == (8, 3, 16, 16)
+    assert list(media._cache) == [("video", short)]
+
+
+def test_video_length_estimates_read_the_clip_header(tmp_path):
+    """Length grouping sees a 4-frame clip as 4 frames, not the 8 asked for, so short and long clips of one
+    dataset are batched apart; fps sampling and unreadable files keep the requested count."""
+    short, long = _clip(tmp_path / "a.mp4", 4), _clip(tmp_path / "b.mp4", 12)
+    broken = tmp_path / "c.mp4"
+    broken.write_bytes(b"not a video")
+    media = _media(num_frames=8)
+    assert [media.estimated_frames(p) for p in (short, long, str(broken))] == [4, 8, 8]
+    assert media.video(short).shape[0] == 4
+    assert _media(num_frames=8, max_frames=6).estimated_frames(long) == 6
+    assert _media(num_frames=8, fps=2.0).estimated_frames(short) == 8
