@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-dpo", type=int, default=300, help="DPO prompts on training clips")
     parser.add_argument("--num-dpo-eval", type=int, default=100, help="DPO prompts on held-out clips")
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16; 32 for --example)")
+    parser.add_argument("--long-frames", type=int, default=0,
+                        help="frames of the --long-share of training clips (same scenes and duration, denser sampling)")
+    parser.add_argument("--long-share", type=float, default=0.0, help="share of training clips rendered with --long-frames")
     parser.add_argument("--size", type=int, default=64, help="frame side in pixels (stills are multiples of it)")
     parser.add_argument("--min-objects", type=int, default=1)
     parser.add_argument("--max-objects", type=int, default=3)
@@ -80,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     config = ExportConfig(
         seed=args.seed, num_train=args.num_train, num_eval=args.num_eval, num_images=args.num_images,
         num_dpo=args.num_dpo, num_dpo_eval=args.num_dpo_eval, frames=args.frames or 16, turns=args.turns,
+        long_frames=args.long_frames, long_share=args.long_share,
         questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
         mc_answer=args.mc_answer, dpo_caption_share=args.dpo_caption_share, holdout=args.holdout, crf=args.crf, world=world,
     )

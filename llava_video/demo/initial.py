@@ -20,8 +20,10 @@ __all__ = ["demo_corpus", "demo_tokenizer", "write_initial_model"]
 
 
 def demo_corpus(data_dir: str | Path) -> list[str]:
-    """Every text the demo model will see: the conversations of stages 1 and 2, the DPO prompts and
-    references, the conversation template's fixed strings and the evaluation instructions."""
+    """The training text the demo model will see: the conversations of stages 1 and 2, the DPO prompts and
+    references (training clips), the conversation template's fixed strings and the evaluation instructions.
+    Nothing from held-out clips: their prompts would make the tokenizer (and so every weight) depend on how
+    many held-out prompts the data stage wrote."""
     from llava_video.data.conversation import get_template
     from llava_video.evaluation.nextqa import MC_INSTRUCTION, OE_INSTRUCTION
 
@@ -33,12 +35,11 @@ def demo_corpus(data_dir: str | Path) -> list[str]:
             raise ConfigError(f"{path}: missing (run tools/make_synthetic.py first)")
         for record in json.loads(path.read_text()):
             texts.extend(turn["value"] for turn in record["conversations"])
-    for name in ("dpo_prompts.jsonl", "dpo_eval_prompts.jsonl"):
-        path = data_dir / name
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                texts.extend((row["question"], row["reference"], row["caption"]))
+    prompts = data_dir / "dpo_prompts.jsonl"
+    if prompts.is_file():
+        for line in prompts.read_text().splitlines():
+            row = json.loads(line)
+            texts.extend((row["question"], row["reference"], row["caption"]))
     template = get_template("vicuna_v1")
     texts += [template.system, "USER: ASSISTANT:", "[INST] [/INST]", MC_INSTRUCTION, OE_INSTRUCTION,
               "Please describe this video in detail."]

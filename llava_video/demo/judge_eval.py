@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["greedy_judge_scores"]
+import numpy as np
+
+__all__ = ["greedy_judge_scores", "paired_score_difference"]
 
 
 def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: int, max_new_tokens: int = 48,
@@ -46,3 +48,21 @@ def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: i
         "mean_score": sum(s["score"] for s in scored) / max(1, len(scored)),
         "mean_score_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
     }
+
+
+def paired_score_difference(before: list[dict[str, Any]], after: list[dict[str, Any]], *, resamples: int = 10_000,
+                            seed: int = 0) -> dict[str, Any]:
+    """Mean of ``after - before`` scores over the prompts both answered (matched by id), with a 95% paired
+    bootstrap interval (prompts resampled with replacement, ``resamples`` times, fixed seed) and how many
+    prompts went up and down. The interval is what says whether a change of a few hundredths is more than
+    the luck of which prompts were drawn."""
+    old = {row["id"]: row["score"] for row in before}
+    pairs = [(old[row["id"]], row["score"]) for row in after if row["id"] in old]
+    if not pairs:
+        raise ValueError("no prompt answered by both models")
+    diff = np.array([b - a for a, b in pairs], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"count": int(diff.size), "mean_difference": float(diff.mean()), "ci95": [float(low), float(high)],
+            "up": int((diff > 0).sum()), "down": int((diff < 0).sum())}

@@ -68,6 +68,8 @@ class DemoData:
     caption_share: float
     mc_share: float
     mc_answer: Literal["letter", "text"]
+    long_frames: int
+    long_share: float
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,13 @@ class DemoRecipe:
                 raise ConfigError(f"{self.config_dir / name}: missing")
         self.world()  # validates the world's keys now, not at the data stage
 
+    @property
+    def sft_frames(self) -> int:
+        """``data.num_frames`` of the SFT stages: enough for the long clips, which then yield all their frames
+        while the others yield their ``frames`` (short clips are never padded). Sampling, DPO and evaluation
+        use ``frames``."""
+        return max(self.frames, self.data.long_frames) if self.data.long_share > 0 else self.frames
+
     def world(self) -> "WorldConfig":
         """The synthetic world of this recipe's data (also what ``examples/clip.mp4`` and the tests render)."""
         from llava_video.synthetic.world import WorldConfig
@@ -126,7 +135,8 @@ class DemoRecipe:
         d = self.data
         sizes = {"--num-train": d.num_train, "--num-images": d.num_images, "--num-eval": d.num_eval, "--num-dpo": d.num_dpo,
                  "--num-dpo-eval": d.num_dpo_eval, "--turns": d.turns, "--caption-share": d.caption_share,
-                 "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--dpo-caption-share": self.dpo.caption_share}
+                 "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--long-frames": d.long_frames,
+                 "--long-share": d.long_share, "--dpo-caption-share": self.dpo.caption_share}
         return [part for flag, value in sizes.items() for part in (flag, str(value))] + self.world_arguments()
 
 
@@ -145,7 +155,7 @@ def load_demo_recipe(config_dir: str | Path) -> DemoRecipe:
     for key in ("seed", "frames"):
         if not isinstance(raw[key], int) or isinstance(raw[key], bool):
             raise ConfigError(f"{path}: {key} must be an integer, got {raw[key]!r}")
-    from llava_video.train.config import build_config
+    from llava_video.config_builder import build_config
 
     try:
         sections = {name: build_config(cls, raw[name], prefix=name)
@@ -199,11 +209,11 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     cfg = recipe.config_dir
     common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}"]
 
-    def train(config: str, *, init: Path, records: Path, output: Path) -> None:
+    def train(config: str, *, init: Path, records: Path, output: Path, num_frames: int) -> None:
         """One training stage: ``tools/train.py`` on a stage recipe, from ``init``'s latest model."""
         run_command(tool_command(
             "train.py", "--config", str(cfg / config), f"model.path={init}", f"data.train={records}",
-            f"data.num_frames={frames}", f"checkpoint.output_dir={output}", "logging.progress=false", *common), log=log)
+            f"data.num_frames={num_frames}", f"checkpoint.output_dir={output}", "logging.progress=false", *common), log=log)
 
     def eval_mc(model_run: Path, name: str) -> list[str]:
         return tool_command("eval_nextqa.py", "--model", str(_model_dir(model_run)), "--annotations", str(data / "nextqa_mc.csv"),
@@ -215,10 +225,12 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
         ("data", lambda: run_command(tool_command(
             "make_synthetic.py", "--output", str(data), "--seed", seed, "--frames", frames, *recipe.data_arguments()), log=log)),
         ("init", lambda: _init(cfg=cfg, data=data, out=out, seed=recipe.seed)),
-        ("stage1", lambda: train("stage1.yaml", init=out / "init", records=data / "stage1.json", output=out / "stage1")),
+        ("stage1", lambda: train("stage1.yaml", init=out / "init", records=data / "stage1.json", output=out / "stage1",
+                                   num_frames=recipe.sft_frames)),
         ("stage2_open", lambda: train("stage2_open.yaml", init=out / "stage1", records=data / "stage2_open.json",
-                                      output=out / "stage2_open")),
-        ("stage2", lambda: train("stage2.yaml", init=out / "stage2_open", records=data / "stage2.json", output=out / "stage2")),
+                                      output=out / "stage2_open", num_frames=recipe.sft_frames)),
+        ("stage2", lambda: train("stage2.yaml", init=out / "stage2_open", records=data / "stage2.json", output=out / "stage2",
+                                 num_frames=recipe.sft_frames)),
         ("eval_stage2", lambda: (run_command(eval_mc(out / "stage2", "eval_stage2"), log=log), _mc_metrics(out / "eval_stage2"))[1]),
         ("sample", lambda: run_command(tool_command(
             "sample_candidates.py", "--model", str(_model_dir(out / "stage2")), "--prompts", str(data / "dpo_prompts.jsonl"),
@@ -232,7 +244,8 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             "build_pairs.py", "--judged", str(out / "dpo" / "judged.jsonl"), "--output", str(out / "dpo" / "pairs.jsonl"),
             "--min-margin", str(recipe.dpo.min_margin)), log=log),
             json.loads((out / "dpo" / "pairs.jsonl.report.json").read_text()))[1]),
-        ("dpo", lambda: train("dpo.yaml", init=out / "stage2", records=out / "dpo" / "pairs.jsonl", output=out / "dpo" / "train")),
+        ("dpo", lambda: train("dpo.yaml", init=out / "stage2", records=out / "dpo" / "pairs.jsonl", output=out / "dpo" / "train",
+                              num_frames=recipe.frames)),
         ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
         ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
                                                max_new_tokens=recipe.dpo.max_new_tokens)),
@@ -270,14 +283,18 @@ def _init(*, cfg: Path, data: Path, out: Path, seed: int) -> dict[str, Any]:
 
 
 def _judge_scores(*, out: Path, data: Path, frames: int, max_new_tokens: int) -> dict[str, Any]:
-    from llava_video.demo.judge_eval import greedy_judge_scores
+    from llava_video.demo.judge_eval import greedy_judge_scores, paired_score_difference
 
     prompts = data / "dpo_eval_prompts.jsonl"
-    return {
+    result: dict[str, Any] = {
         name: greedy_judge_scores(model_dir=_model_dir(run), prompts=prompts, frames=frames, max_new_tokens=max_new_tokens,
                                   output=out / f"greedy_{name}.jsonl")
         for name, run in (("stage2", out / "stage2"), ("dpo", out / "dpo" / "train"))
     }
+    rows = {name: [json.loads(line) for line in (out / f"greedy_{name}.jsonl").read_text().splitlines()]
+            for name in ("stage2", "dpo")}
+    result["dpo_minus_stage2"] = paired_score_difference(rows["stage2"], rows["dpo"])
+    return result
 
 
 def install_model(model_dir: str | Path, *, target: Path = DEMO_ASSET_DIR) -> Path:

@@ -55,6 +55,7 @@ __all__ = [
     "OE_COLUMNS",
     "export_dataset",
     "write_clip",
+    "clip_frames",
     "write_example",
 ]
 
@@ -74,6 +75,10 @@ class ExportConfig:
     num_dpo: int = 300
     num_dpo_eval: int = 100
     frames: int = 16
+    # A share of the training clips rendered with more frames (same scenes, same duration), so that training
+    # sees the frame counts inference asks for; held-out clips keep ``frames``. 0 / 0.0: none.
+    long_frames: int = 0
+    long_share: float = 0.0
     clip_seconds: float = 2.0
     turns: int = 3
     questions_per_eval_clip: int = 5
@@ -95,6 +100,10 @@ class ExportConfig:
             raise ConfigError("num_dpo_eval: held-out DPO prompts use held-out clips, so num_eval must be > 0")
         if not 2 <= self.frames <= 256:
             raise ConfigError(f"frames: must be in [2, 256], got {self.frames}")
+        if not 0.0 <= self.long_share <= 1.0:
+            raise ConfigError(f"long_share: must be in [0, 1], got {self.long_share}")
+        if self.long_share > 0 and not self.frames < self.long_frames <= 256:
+            raise ConfigError(f"long_frames: must be in ({self.frames}, 256] when long_share > 0, got {self.long_frames}")
         if self.clip_seconds <= 0:
             raise ConfigError(f"clip_seconds: must be > 0, got {self.clip_seconds}")
         if self.turns < 1 or self.questions_per_eval_clip < 1:
@@ -200,12 +209,22 @@ def _held_out_rows(sample: Sample, *, index: int, config: ExportConfig) -> tuple
     return mc, oe, records
 
 
+def clip_frames(config: ExportConfig, *, split: Split, index: int) -> int:
+    """Frames of one clip: ``frames``, or ``long_frames`` for the drawn ``long_share`` of the training clips
+    (a stream of its own, so the scenes and every other draw are those of a dataset without long clips)."""
+    if split != "train" or config.long_share == 0:
+        return config.frames
+    rng = sample_rng(seed=config.seed, split=split, medium="video", index=index, purpose="length")
+    return config.long_frames if rng.random() < config.long_share else config.frames
+
+
 def _video_samples(*, config: ExportConfig, world: WorldConfig, split: Split, count: int, output: Path) -> list[Sample]:
     samples = []
-    fps = config.frames / config.clip_seconds
     for index in tqdm(range(count), desc=f"{split} clips", unit="clip", disable=count < 50):
-        sample = make_video_sample(seed=config.seed, split=split, index=index, num_frames=config.frames, config=world)
-        write_clip(output / "videos" / f"{sample.id}.mp4", sample.frames, fps=fps, crf=config.crf)
+        frames = clip_frames(config, split=split, index=index)
+        sample = make_video_sample(seed=config.seed, split=split, index=index, num_frames=frames, config=world)
+        # The same duration whatever the frame count: a long clip is the same scene sampled more densely.
+        write_clip(output / "videos" / f"{sample.id}.mp4", sample.frames, fps=frames / config.clip_seconds, crf=config.crf)
         # Frames are dropped once written: only text and ground truth are kept for the JSON files.
         samples.append(Sample(sample.id, sample.medium, sample.scene, np.empty(0, np.uint8), sample.caption, sample.qas))
     return samples
@@ -271,9 +290,10 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         for i, row in enumerate(rows):
             row["id"] = f"{row['id']}_{i}"
     ground_truth = [
-        {"id": s.id, "split": split, "frames": config.frames, "caption": s.caption, "scene": s.scene.to_dict()}
+        {"id": s.id, "split": split, "frames": clip_frames(config, split=split, index=i), "caption": s.caption,
+         "scene": s.scene.to_dict()}
         for split, group in (("train", train), ("eval", held_out))
-        for s in group
+        for i, s in enumerate(group)
     ]
 
     files = {

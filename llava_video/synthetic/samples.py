@@ -58,7 +58,7 @@ Medium = Literal["video", "image"]
 MCAnswer = Literal["letter", "text"]
 _SPLIT_CODES = {"train": 0, "eval": 1}
 _MEDIUM_CODES = {"video": 0, "image": 1}
-_PURPOSE_CODES = {"scene": 0, "text": 1, "record": 2}
+_PURPOSE_CODES = {"scene": 0, "text": 1, "record": 2, "length": 3}
 # One held-out colour per shape, all colours different: in "combos" mode the held-out clips show pairs
 # that training never shows, while every colour and every shape is still seen in training.
 DEFAULT_HELD_OUT_COMBOS: tuple[tuple[str, str], ...] = (
@@ -98,7 +98,7 @@ def world_for_holdout(config: WorldConfig, holdout: Holdout) -> WorldConfig:
 
 
 def sample_rng(*, seed: int, split: Split, medium: Medium, index: int, purpose: str) -> np.random.Generator:
-    """The random stream of one sample for one purpose (scene, text or record layout)."""
+    """The random stream of one sample for one purpose (scene, text, record layout or clip length)."""
     if split not in _SPLIT_CODES:
         raise ConfigError(f"split: must be 'train' or 'eval', got {split!r}")
     return np.random.default_rng(

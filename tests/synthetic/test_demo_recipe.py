@@ -23,6 +23,8 @@ def test_recipe_and_stage_configs_validate():
     for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml"):
         config = load_train_config(CONFIG_DIR / name)
         assert config.runtime.device == "cpu" and config.data.num_frames == recipe.frames
+    # The SFT stages read the long clips whole (the recipe passes data.num_frames); the 8-frame clips stay 8.
+    assert recipe.data.long_share > 0 and recipe.sft_frames == recipe.data.long_frames == 32
     assert load_train_config(CONFIG_DIR / "stage1.yaml").parts.vision_tower.train  # nothing is pretrained
     assert load_train_config(CONFIG_DIR / "dpo.yaml").objective.name == "dpo"
 
@@ -38,6 +40,8 @@ def test_recipe_world_is_the_one_its_data_command_makes():
     assert args[args.index("--background") + 1] == ",".join(map(str, recipe.data.background))
     assert args[args.index("--shapes") + 1] == ",".join(recipe.data.shapes)
     assert args[args.index("--mc-answer") + 1] == recipe.data.mc_answer
+    assert args[args.index("--long-frames") + 1] == str(recipe.data.long_frames)
+    assert args[args.index("--long-share") + 1] == str(recipe.data.long_share)
     assert args[args.index("--dpo-caption-share") + 1] == str(recipe.dpo.caption_share)
 
 
@@ -112,3 +116,36 @@ def test_rope_variant_stores_its_factor(initial_model, tmp_path):
     table = format_length_table({"rows": [{"frames": 8, "setting": "auto", "accuracy": 50.0},
                                           {"frames": 32, "setting": "factor 4", "accuracy": 25.0}]})
     assert "| 32 | - | 25.0 |" in table and json.dumps(table)
+
+
+def test_paired_score_difference():
+    from llava_video.demo.judge_eval import paired_score_difference
+
+    before = [{"id": str(i), "score": s} for i, s in enumerate([1, 2, 3, 4])]
+    after = [{"id": str(i), "score": s} for i, s in reversed(list(enumerate([2, 2, 4, 3])))]  # matched by id
+    result = paired_score_difference(before, after + [{"id": "new", "score": 5}])
+    assert result["count"] == 4 and result["mean_difference"] == 0.25
+    assert (result["up"], result["down"]) == (2, 1)
+    low, high = result["ci95"]
+    assert -1.0 <= low < 0.25 < high <= 1.0
+    # Every prompt up by one: no uncertainty left in the mean.
+    assert paired_score_difference(before, [{"id": r["id"], "score": r["score"] + 1} for r in before])["ci95"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="no prompt"):
+        paired_score_difference(before, [{"id": "x", "score": 1}])
+
+
+def test_tokenizer_corpus_reads_no_held_out_text(initial_model):
+    """Held-out prompts must not shape the tokenizer: the recipe's weights would then depend on how many
+    held-out prompts the data stage wrote (and held-out text would leak into training)."""
+    from llava_video.demo.initial import demo_corpus
+
+    data = initial_model.parent / "data"
+    before = demo_corpus(data)
+    held_out = data / "dpo_eval_prompts.jsonl"
+    saved = held_out.read_text()
+    try:
+        held_out.write_text(saved + json.dumps({"question": "zebra?", "reference": "zebra", "caption": "A zebra."}) + "\n")
+        assert demo_corpus(data) == before
+    finally:
+        held_out.write_text(saved)
+    assert not any("zebra" in text for text in before)

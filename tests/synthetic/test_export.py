@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from llava_video.errors import ConfigError
 from llava_video.synthetic.export import MC_COLUMNS, OE_COLUMNS, ExportConfig, export_dataset, write_example
 from llava_video.synthetic.language import IMAGE_CAPTION_PROMPTS, VIDEO_CAPTION_PROMPTS
 from llava_video.synthetic.samples import make_video_sample
@@ -67,6 +68,33 @@ def test_clips_decode_to_the_ground_truth(exported):
         assert frames.shape == expected.shape
         # x264 4:4:4 at crf 0: colours come back within rounding of the RGB->YUV conversion.
         assert np.abs(frames.astype(int) - expected).max() <= 2
+
+
+def test_long_clips_are_the_same_scenes_sampled_more_densely(exported, tmp_path):
+    """``long_share`` of the training clips get ``long_frames`` frames over the same duration; scenes, texts and
+    held-out clips are those of the dataset without long clips."""
+    a, _ = exported
+    out = tmp_path / "long"
+    export_dataset(output=out, config=ExportConfig(seed=3, long_frames=24, long_share=0.5, **SMALL))
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()}
+    plain = {json.loads(line)["id"]: json.loads(line) for line in (a / "ground_truth.jsonl").read_text().splitlines()}
+    counts = {split: sorted({r["frames"] for r in rows.values() if r["split"] == split}) for split in ("train", "eval")}
+    assert counts == {"train": [8, 24], "eval": [8]}
+    for name in ("stage1.json", "stage2.json", "nextqa_mc.csv", "dpo_prompts.jsonl"):
+        assert (out / name).read_bytes() == (a / name).read_bytes(), name
+    for clip_id, row in rows.items():
+        assert {k: v for k, v in row.items() if k != "frames"} == {k: v for k, v in plain[clip_id].items() if k != "frames"}
+        with av.open(str(out / "videos" / f"{clip_id}.mp4")) as container:
+            stream = container.streams.video[0]
+            assert stream.frames == row["frames"]
+            assert float(stream.frames / stream.average_rate) == pytest.approx(2.0)  # clip_seconds
+
+
+@pytest.mark.parametrize("bad", [dict(long_share=1.5, long_frames=24), dict(long_share=0.5, long_frames=8),
+                                 dict(long_share=0.5, long_frames=0)])
+def test_long_clip_settings_are_checked(bad):
+    with pytest.raises(ConfigError, match="long_"):
+        ExportConfig(**{**SMALL, **bad})
 
 
 def test_csv_columns_and_rows(exported):
