@@ -1,7 +1,7 @@
 """Typed config dataclasses from mappings (YAML sections, config.json): the one builder every config uses.
 
 ``build_config(cls, data)`` names unknown and missing keys, checks scalar types (YAML reads ``1e-3`` as a
-string), Literals, lists and tuples, and recurses into nested dataclass sections; the dataclasses'
+string), Literals, lists, tuples and mappings, and recurses into nested dataclass sections; the dataclasses'
 ``__post_init__`` then check what depends on values. Used by the model config (``llava_video.config``), the
 training recipes (``llava_video.train.config``) and the demo recipe.
 """
@@ -65,6 +65,11 @@ def _coerce(hint: Any, value: Any, *, prefix: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{prefix} must be a list, got {value!r}")
         return [_coerce(item, v, prefix=f"{prefix}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and value is not None:  # dict[K, V]: a YAML mapping
+        key_hint, value_hint = get_args(hint) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{prefix} must be a mapping, got {value!r}")
+        return {_coerce(key_hint, k, prefix=f"{prefix}"): _coerce(value_hint, v, prefix=f"{prefix}.{k}") for k, v in value.items()}
     if origin is tuple and value is not None:  # tuple[X, ...]: a YAML list
         item = get_args(hint)[0] if get_args(hint) else Any
         if not isinstance(value, list):

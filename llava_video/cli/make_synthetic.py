@@ -35,6 +35,18 @@ def _rgb(text: str) -> tuple[int, int, int]:
     return values
 
 
+def _weights(text: str) -> tuple[tuple[str, float], ...]:
+    """'identity=3,count=0.5' -> (('identity', 3.0), ('count', 0.5)); kinds and ranges are checked by ExportConfig."""
+    pairs = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        kind, _, value = part.partition("=")
+        try:
+            pairs.append((kind.strip(), float(value)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected KIND=WEIGHT,..., got {text!r}") from None
+    return tuple(pairs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="make_synthetic.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = parser.add_mutually_exclusive_group(required=True)
@@ -46,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-images", type=int, default=500, help="still images for mixed batches")
     parser.add_argument("--num-dpo", type=int, default=300, help="DPO prompts on training clips")
     parser.add_argument("--num-dpo-eval", type=int, default=100, help="DPO prompts on held-out clips")
+    parser.add_argument("--num-dpo-clips", type=int, default=0,
+                        help="clips of their own for the DPO prompts, never in an SFT record (0: the prompts reuse the SFT clips)")
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16; 32 for --example)")
     parser.add_argument("--long-frames", type=int, default=0,
                         help="frames of the --long-share of training clips (same scenes and duration, denser sampling)")
@@ -64,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stage-2 question turns written as multiple choice in the NExT-QA eval prompt format")
     parser.add_argument("--mc-answer", choices=("letter", "text"), default="letter",
                         help="answer of those multiple-choice turns: the option's letter or its text")
+    parser.add_argument("--kind-weights", type=_weights, default=(),
+                        help="KIND=WEIGHT,... : stage-2 question kinds drawn more (> 1) or less (< 1) often than the others")
     parser.add_argument("--dpo-caption-share", type=float, default=0.2,
                         help="DPO prompts that ask for a description (judged against the whole caption) instead of a question")
     parser.add_argument("--holdout", choices=("seeds", "combos"), default="seeds",
@@ -82,10 +98,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     config = ExportConfig(
         seed=args.seed, num_train=args.num_train, num_eval=args.num_eval, num_images=args.num_images,
-        num_dpo=args.num_dpo, num_dpo_eval=args.num_dpo_eval, frames=args.frames or 16, turns=args.turns,
+        num_dpo=args.num_dpo, num_dpo_eval=args.num_dpo_eval, num_dpo_clips=args.num_dpo_clips,
+        frames=args.frames or 16, turns=args.turns,
         long_frames=args.long_frames, long_share=args.long_share,
         questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
-        mc_answer=args.mc_answer, dpo_caption_share=args.dpo_caption_share, holdout=args.holdout, crf=args.crf, world=world,
+        mc_answer=args.mc_answer, kind_weights=args.kind_weights, dpo_caption_share=args.dpo_caption_share, holdout=args.holdout, crf=args.crf, world=world,
     )
     counts = export_dataset(output=args.output, config=config)["counts"]
     print(f"wrote {args.output}: {counts['train_clips']} train clips, {counts['held_out_clips']} held-out clips "

@@ -64,10 +64,12 @@ class DemoData:
     num_eval: int
     num_dpo: int
     num_dpo_eval: int
+    num_dpo_clips: int
     turns: int
     caption_share: float
     mc_share: float
     mc_answer: Literal["letter", "text"]
+    kind_weights: dict[str, float]
     long_frames: int
     long_share: float
 
@@ -108,6 +110,9 @@ class DemoRecipe:
             if not (self.config_dir / name).is_file():
                 raise ConfigError(f"{self.config_dir / name}: missing")
         self.world()  # validates the world's keys now, not at the data stage
+        from llava_video.synthetic.export import check_kind_weights
+
+        check_kind_weights(self.data.kind_weights.items(), name="data.kind_weights")
 
     @property
     def sft_frames(self) -> int:
@@ -134,9 +139,10 @@ class DemoRecipe:
         """The whole ``data:`` section (and the DPO prompts' caption share) as ``tools/make_synthetic.py`` flags."""
         d = self.data
         sizes = {"--num-train": d.num_train, "--num-images": d.num_images, "--num-eval": d.num_eval, "--num-dpo": d.num_dpo,
-                 "--num-dpo-eval": d.num_dpo_eval, "--turns": d.turns, "--caption-share": d.caption_share,
+                 "--num-dpo-eval": d.num_dpo_eval, "--num-dpo-clips": d.num_dpo_clips, "--turns": d.turns, "--caption-share": d.caption_share,
                  "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--long-frames": d.long_frames,
-                 "--long-share": d.long_share, "--dpo-caption-share": self.dpo.caption_share}
+                 "--long-share": d.long_share, "--dpo-caption-share": self.dpo.caption_share,
+                 "--kind-weights": ",".join(f"{kind}={weight}" for kind, weight in d.kind_weights.items())}
         return [part for flag, value in sizes.items() for part in (flag, str(value))] + self.world_arguments()
 
 

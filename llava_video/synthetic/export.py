@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 from llava_video.data.encode import write_video
 from llava_video.errors import ConfigError
-from llava_video.synthetic.language import VIDEO_CAPTION_PROMPTS, select_questions
+from llava_video.synthetic.language import KIND_TO_NEXTQA, VIDEO_CAPTION_PROMPTS, select_questions
 from llava_video.synthetic.samples import (
     Holdout,
     MCAnswer,
@@ -51,6 +52,7 @@ from llava_video.synthetic.world import WorldConfig
 
 __all__ = [
     "ExportConfig",
+    "check_kind_weights",
     "MC_COLUMNS",
     "OE_COLUMNS",
     "export_dataset",
@@ -74,6 +76,10 @@ class ExportConfig:
     num_images: int = 500
     num_dpo: int = 300
     num_dpo_eval: int = 100
+    # Clips of their own for the DPO prompts (training-split scenes after the SFT clips, never in an SFT record):
+    # the answers sampled on them show the model's errors on clips it has not fitted. 0: DPO prompts reuse the
+    # SFT clips.
+    num_dpo_clips: int = 0
     frames: int = 16
     # A share of the training clips rendered with more frames (same scenes, same duration), so that training
     # sees the frame counts inference asks for; held-out clips keep ``frames``. 0 / 0.0: none.
@@ -85,17 +91,19 @@ class ExportConfig:
     caption_share: float = 0.1
     mc_share: float = 0.0  # stage-2 question turns written as NExT-QA multiple choice
     mc_answer: MCAnswer = "letter"  # how those turns are answered: the option's letter or its text
+    # Stage-2 question kinds drawn more (weight > 1) or less often; kinds not named weigh 1. ((kind, weight), ...)
+    kind_weights: tuple[tuple[str, float], ...] = ()
     dpo_caption_share: float = 0.2
     holdout: Holdout = "seeds"
     crf: int = 0
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def __post_init__(self) -> None:
-        for name in ("num_train", "num_eval", "num_images", "num_dpo", "num_dpo_eval"):
+        for name in ("num_train", "num_eval", "num_images", "num_dpo", "num_dpo_eval", "num_dpo_clips"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if self.num_dpo > 0 and self.num_train == 0:
-            raise ConfigError("num_dpo: DPO prompts use training clips, so num_train must be > 0")
+        if self.num_dpo > 0 and self.num_train == 0 and self.num_dpo_clips == 0:
+            raise ConfigError("num_dpo: DPO prompts use training clips, so num_train or num_dpo_clips must be > 0")
         if self.num_dpo_eval > 0 and self.num_eval == 0:
             raise ConfigError("num_dpo_eval: held-out DPO prompts use held-out clips, so num_eval must be > 0")
         if not 2 <= self.frames <= 256:
@@ -111,12 +119,22 @@ class ExportConfig:
         for name in ("caption_share", "dpo_caption_share", "mc_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        check_kind_weights(self.kind_weights)
         if self.mc_answer not in ("letter", "text"):
             raise ConfigError(f"mc_answer: must be 'letter' or 'text', got {self.mc_answer!r}")
         if self.holdout not in ("seeds", "combos"):
             raise ConfigError(f"holdout: must be 'seeds' or 'combos', got {self.holdout!r}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf: must be in [0, 51], got {self.crf}")
+
+
+def check_kind_weights(pairs: Iterable[tuple[str, float]], *, name: str = "kind_weights") -> None:
+    """Each kind a question kind of the world, each weight > 0."""
+    for kind, weight in pairs:
+        if kind not in KIND_TO_NEXTQA:
+            raise ConfigError(f"{name}: unknown question kind {kind!r} (one of {', '.join(KIND_TO_NEXTQA)})")
+        if not weight > 0:
+            raise ConfigError(f"{name}: the weight of {kind!r} must be > 0, got {weight}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -210,17 +228,18 @@ def _held_out_rows(sample: Sample, *, index: int, config: ExportConfig) -> tuple
 
 
 def clip_frames(config: ExportConfig, *, split: Split, index: int) -> int:
-    """Frames of one clip: ``frames``, or ``long_frames`` for the drawn ``long_share`` of the training clips
-    (a stream of its own, so the scenes and every other draw are those of a dataset without long clips)."""
-    if split != "train" or config.long_share == 0:
+    """Frames of one clip: ``frames``, or ``long_frames`` for the drawn ``long_share`` of the SFT clips (a
+    stream of its own, so the scenes and every other draw are those of a dataset without long clips)."""
+    if split != "train" or config.long_share == 0 or index >= config.num_train:
         return config.frames
     rng = sample_rng(seed=config.seed, split=split, medium="video", index=index, purpose="length")
     return config.long_frames if rng.random() < config.long_share else config.frames
 
 
-def _video_samples(*, config: ExportConfig, world: WorldConfig, split: Split, count: int, output: Path) -> list[Sample]:
+def _video_samples(*, config: ExportConfig, world: WorldConfig, split: Split, count: int, output: Path,
+                   start: int = 0) -> list[Sample]:
     samples = []
-    for index in tqdm(range(count), desc=f"{split} clips", unit="clip", disable=count < 50):
+    for index in tqdm(range(start, start + count), desc=f"{split} clips", unit="clip", disable=count < 50):
         frames = clip_frames(config, split=split, index=index)
         sample = make_video_sample(seed=config.seed, split=split, index=index, num_frames=frames, config=world)
         # The same duration whatever the frame count: a long clip is the same scene sampled more densely.
@@ -239,6 +258,9 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
 
     train = _video_samples(config=config, world=world, split="train", count=config.num_train, output=output)
     held_out = _video_samples(config=config, world=world, split="eval", count=config.num_eval, output=output)
+    # Indices after the SFT clips: the same distribution, scenes no SFT record shows.
+    dpo_clips = _video_samples(config=config, world=world, split="train", count=config.num_dpo_clips, output=output,
+                               start=config.num_train)
     images = []
     for index in tqdm(range(config.num_images), desc="stills", unit="image", disable=config.num_images < 50):
         image = make_image_sample(seed=config.seed, split="train", index=index, config=world)
@@ -261,7 +283,8 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
 
         def record(sample: Sample, rng: np.random.Generator, caption_share: float) -> dict:
             return _record(sample, qa_conversation(sample, rng=rng, turns=config.turns, caption_share=caption_share,
-                                                   mc_share=mc_share, mc_answer=config.mc_answer))
+                                                   mc_share=mc_share, mc_answer=config.mc_answer,
+                                                   kind_weights=dict(config.kind_weights)))
 
         return _interleave([record(s, rngs[i], config.caption_share) for i, s in enumerate(train)],
                            [record(s, rngs[len(train) + i], 0.0) for i, s in enumerate(images)], rng=layout_rng)
@@ -275,8 +298,9 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         mc_rows += mc
         oe_rows += oe
         eval_records += records
+    dpo_pool = dpo_clips or train
     dpo = [
-        _dpo_prompt(train[i % len(train)], rng=np.random.default_rng(np.random.SeedSequence([config.seed, 3, i])),
+        _dpo_prompt(dpo_pool[i % len(dpo_pool)], rng=np.random.default_rng(np.random.SeedSequence([config.seed, 3, i])),
                     caption_share=config.dpo_caption_share)
         for i in range(config.num_dpo)
     ]
@@ -290,9 +314,9 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         for i, row in enumerate(rows):
             row["id"] = f"{row['id']}_{i}"
     ground_truth = [
-        {"id": s.id, "split": split, "frames": clip_frames(config, split=split, index=i), "caption": s.caption,
-         "scene": s.scene.to_dict()}
-        for split, group in (("train", train), ("eval", held_out))
+        {"id": s.id, "split": split, "frames": clip_frames(config, split=split, index=start + i), "caption": s.caption,
+         "scene": s.scene.to_dict(), **({"role": "dpo"} if start else {})}
+        for split, group, start in (("train", train, 0), ("eval", held_out, 0), ("train", dpo_clips, config.num_train))
         for i, s in enumerate(group)
     ]
 
@@ -320,6 +344,7 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         "counts": {
             "train_clips": len(train),
             "held_out_clips": len(held_out),
+            "dpo_clips": len(dpo_clips),
             "images": len(images),
             "stage1_records": len(stage1),
             "stage2_records": len(stage2),

@@ -10,6 +10,7 @@ events), so an option list cannot be solved by knowing only what is in the clip.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -295,13 +296,23 @@ def image_questions(*, scene: Scene, rng: np.random.Generator, config: WorldConf
     return qas
 
 
-def select_questions(qas: list[QA], *, rng: np.random.Generator, count: int) -> list[QA]:
-    """Up to ``count`` questions, spread over kinds: one random question per kind in turn, kinds shuffled."""
+def select_questions(qas: list[QA], *, rng: np.random.Generator, count: int,
+                     kind_weights: Mapping[str, float] | None = None) -> list[QA]:
+    """Up to ``count`` questions, spread over kinds: one random question per kind in turn, kinds shuffled.
+
+    ``kind_weights`` (kind -> weight, 1 for kinds not named) biases the shuffle: kinds are drawn without
+    replacement with probability proportional to their weight, so a heavier kind more often makes the first
+    ``count``. Without it (or with every weight 1) the draws are those of the unweighted shuffle."""
     by_kind: dict[str, list[QA]] = {}
     for qa in qas:
         by_kind.setdefault(qa.kind, []).append(qa)
     kinds = sorted(by_kind)
-    kinds = [kinds[int(i)] for i in rng.permutation(len(kinds))]
+    weights = np.array([float((kind_weights or {}).get(k, 1.0)) for k in kinds])
+    if np.all(weights == 1.0):
+        order = rng.permutation(len(kinds))
+    else:
+        order = rng.choice(len(kinds), size=len(kinds), replace=False, p=weights / weights.sum())
+    kinds = [kinds[int(i)] for i in order]
     pools = {k: [by_kind[k][int(i)] for i in rng.permutation(len(by_kind[k]))] for k in kinds}
     chosen: list[QA] = []
     while len(chosen) < count and any(pools.values()):

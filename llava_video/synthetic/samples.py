@@ -8,6 +8,7 @@ can use :class:`SyntheticDataset` instead to draw fresh samples on the fly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -191,13 +192,13 @@ def mc_turn(qa: QA, *, answer: MCAnswer = "letter") -> tuple[str, str]:
 
 def qa_conversation(
     sample: Sample, *, rng: np.random.Generator, turns: int, caption_share: float = 0.0, mc_share: float = 0.0,
-    mc_answer: MCAnswer = "letter",
+    mc_answer: MCAnswer = "letter", kind_weights: Mapping[str, float] | None = None,
 ) -> list[dict[str, str]]:
     """Up to ``turns`` question/answer turns over different kinds; with probability ``caption_share`` the
     first turn asks for the detailed caption instead (so the SFT model can also describe). Each question
     turn is multiple choice with probability ``mc_share`` (no extra draws when it is 0, so datasets made
-    without it are unchanged)."""
-    chosen = select_questions(list(sample.qas), rng=rng, count=turns)
+    without it are unchanged). ``kind_weights``: see :func:`select_questions`."""
+    chosen = select_questions(list(sample.qas), rng=rng, count=turns, kind_weights=kind_weights)
     pairs = [mc_turn(qa, answer=mc_answer) if mc_share > 0 and rng.random() < mc_share else (qa.question, qa.answer)
              for qa in chosen]
     if rng.random() < caption_share:

@@ -43,6 +43,11 @@ def test_recipe_world_is_the_one_its_data_command_makes():
     assert args[args.index("--long-frames") + 1] == str(recipe.data.long_frames)
     assert args[args.index("--long-share") + 1] == str(recipe.data.long_share)
     assert args[args.index("--dpo-caption-share") + 1] == str(recipe.dpo.caption_share)
+    assert args[args.index("--num-dpo-clips") + 1] == str(recipe.data.num_dpo_clips)
+    from llava_video.cli.make_synthetic import build_parser
+
+    parsed = build_parser().parse_args(["--output", "x", *args])
+    assert dict(parsed.kind_weights) == recipe.data.kind_weights
 
 
 @pytest.mark.parametrize(
@@ -55,6 +60,10 @@ def test_recipe_world_is_the_one_its_data_command_makes():
         (lambda r: r["data"].update(num_train="many"), "data.num_train='many' must be an integer"),
         (lambda r: r["data"].update(mc_answer="word"), "data.mc_answer='word' is not one of 'letter', 'text'"),
         (lambda r: r["data"].update(max_objects=9), "max_objects"),  # the world validates on load
+        (lambda r: r["data"].update(kind_weights=[3.0]), "data.kind_weights must be a mapping"),
+        (lambda r: r["data"].update(kind_weights={"identity": "x"}), "data.kind_weights.identity='x' must be a number"),
+        (lambda r: r["data"].update(kind_weights={"shape": 2.0}), "data.kind_weights: unknown question kind 'shape'"),
+        (lambda r: r["data"].update(kind_weights={"identity": 0}), "weight of 'identity' must be > 0"),
     ],
 )
 def test_recipe_rejects_bad_keys_and_values(tmp_path, edit, message):

@@ -90,6 +90,27 @@ def test_long_clips_are_the_same_scenes_sampled_more_densely(exported, tmp_path)
             assert float(stream.frames / stream.average_rate) == pytest.approx(2.0)  # clip_seconds
 
 
+def test_dpo_clips_are_scenes_no_sft_record_shows(exported, tmp_path):
+    """With ``num_dpo_clips`` the DPO prompts ask about clips of their own (training-split scenes after the SFT
+    clips, at ``frames`` even with long clips); everything else is the dataset without them."""
+    a, _ = exported
+    out = tmp_path / "dpo_clips"
+    export_dataset(output=out, config=ExportConfig(seed=3, num_dpo_clips=2, long_frames=24, long_share=1.0,
+                                                   **{**SMALL, "num_train": 6}))
+    sft_videos = {r["video"] for name in ("stage1.json", "stage2.json") for r in json.loads((out / name).read_text())
+                  if "video" in r}
+    prompts = [json.loads(line) for line in (out / "dpo_prompts.jsonl").read_text().splitlines()]
+    assert {p["video"] for p in prompts} == {"videos/20000006.mp4", "videos/20000007.mp4"}
+    assert not sft_videos & {p["video"] for p in prompts}
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()}
+    assert rows["20000006"]["role"] == "dpo" and rows["20000006"]["frames"] == 8 and rows["20000005"]["frames"] == 24
+    assert json.loads((out / "manifest.json").read_text())["counts"]["dpo_clips"] == 2
+    for name in ("stage1.json", "stage2.json", "nextqa_mc.csv", "dpo_eval_prompts.jsonl"):
+        assert (out / name).read_bytes() == (a / name).read_bytes(), name
+    with pytest.raises(ConfigError, match="num_dpo_clips"):
+        ExportConfig(**{**SMALL, "num_dpo_clips": -1})
+
+
 @pytest.mark.parametrize("bad", [dict(long_share=1.5, long_frames=24), dict(long_share=0.5, long_frames=8),
                                  dict(long_share=0.5, long_frames=0)])
 def test_long_clip_settings_are_checked(bad):

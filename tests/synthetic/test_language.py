@@ -129,3 +129,15 @@ def test_select_questions_spreads_kinds():
     qas = video_questions(scene=scene, rng=np.random.default_rng(5), config=CONFIG)
     chosen = select_questions(qas, rng=np.random.default_rng(6), count=6)
     assert len(chosen) == 6 and len({q.kind for q in chosen}) == 6
+
+
+def test_kind_weights_bias_the_kinds_drawn():
+    scene = max(scenes(), key=lambda s: len(s.events()))
+    qas = video_questions(scene=scene, rng=np.random.default_rng(5), config=CONFIG)
+    draw = lambda seed, weights: [q.question for q in select_questions(qas, rng=np.random.default_rng(seed), count=2,
+                                                                        kind_weights=weights)]
+    # Weights of 1 are the unweighted draws (datasets made without weights do not change).
+    assert all(draw(seed, {"count": 1.0}) == draw(seed, None) for seed in range(20))
+    first = lambda weights: sum("How many" in draw(seed, weights)[0] for seed in range(200))
+    # p(count first) = 50 / (50 + other kinds) ~ 0.86 with the weight, ~ 1 / 9 without.
+    assert first({"count": 50.0}) > 150 > 40 > first(None)
