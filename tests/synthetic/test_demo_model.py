@@ -63,7 +63,7 @@ def _mc_accuracy(data: Path, output: Path, video_map: Path | None = None) -> dic
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #8's target; the shipped model reaches 70.4% on 997 held-out questions (docs/demo.md)")
+@pytest.mark.xfail(strict=True, reason="issue #8's target; the shipped model reaches 71.7% on 997 held-out questions (docs/demo.md)")
 def test_demo_model_held_out_multiple_choice_accuracy(held_out, tmp_path):
     metrics = _mc_accuracy(held_out, tmp_path / "eval")
     assert metrics["overall"]["count"] == 50
@@ -83,8 +83,8 @@ def test_demo_model_answers_from_the_clip(held_out, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #8's target; at 32 frames the model's description of the clip scores 4 "
-                                       "of 5 but it names the blue triangle white (docs/demo.md)")
+@pytest.mark.xfail(strict=True, reason="issue #8's target; at 32 frames the model answers the clip's colour, count and "
+                                       "event questions but its description scores 3 of 5 (docs/demo.md)")
 def test_infer_video_on_the_example_clip_at_32_frames(capsys):
     """``tools/infer_video.py --frames 32 examples/clip.mp4`` with the default model: the description names
     what the clip shows (scored by the synthetic rule judge against the ground-truth caption), and short
