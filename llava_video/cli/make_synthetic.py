@@ -102,11 +102,13 @@ def _run(args: argparse.Namespace) -> int:
         frames=args.frames or 16, turns=args.turns,
         long_frames=args.long_frames, long_share=args.long_share,
         questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
-        mc_answer=args.mc_answer, kind_weights=args.kind_weights, dpo_caption_share=args.dpo_caption_share, holdout=args.holdout, crf=args.crf, world=world,
+        mc_answer=args.mc_answer, kind_weights=args.kind_weights, dpo_caption_share=args.dpo_caption_share,
+        holdout=args.holdout, crf=args.crf, world=world,
     )
     counts = export_dataset(output=args.output, config=config)["counts"]
     print(f"wrote {args.output}: {counts['train_clips']} train clips, {counts['held_out_clips']} held-out clips "
-          f"({counts['held_out_questions']} questions), {counts['images']} stills")
+          f"({counts['held_out_questions']} questions), {counts['images']} stills"
+          + (f", {counts['dpo_clips']} clips for DPO prompts" if counts["dpo_clips"] else ""))
     return 0
 
 
