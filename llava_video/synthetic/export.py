@@ -280,11 +280,12 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
         """Stage-2 QA records, one random stream per sample tagged ``stream``: a separate stream per file,
         so each picks its own questions, not another file's draws. Stills get no caption turn."""
         rngs = [np.random.default_rng(np.random.SeedSequence([config.seed, stream, i])) for i in range(len(train) + len(images))]
+        kind_weights = dict(config.kind_weights)
 
         def record(sample: Sample, rng: np.random.Generator, caption_share: float) -> dict:
             return _record(sample, qa_conversation(sample, rng=rng, turns=config.turns, caption_share=caption_share,
                                                    mc_share=mc_share, mc_answer=config.mc_answer,
-                                                   kind_weights=dict(config.kind_weights)))
+                                                   kind_weights=kind_weights))
 
         return _interleave([record(s, rngs[i], config.caption_share) for i, s in enumerate(train)],
                            [record(s, rngs[len(train) + i], 0.0) for i, s in enumerate(images)], rng=layout_rng)
@@ -315,8 +316,9 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
             row["id"] = f"{row['id']}_{i}"
     ground_truth = [
         {"id": s.id, "split": split, "frames": clip_frames(config, split=split, index=start + i), "caption": s.caption,
-         "scene": s.scene.to_dict(), **({"role": "dpo"} if start else {})}
-        for split, group, start in (("train", train, 0), ("eval", held_out, 0), ("train", dpo_clips, config.num_train))
+         "scene": s.scene.to_dict(), **role}
+        for split, group, start, role in (("train", train, 0, {}), ("eval", held_out, 0, {}),
+                                          ("train", dpo_clips, config.num_train, {"role": "dpo"}))
         for i, s in enumerate(group)
     ]
 

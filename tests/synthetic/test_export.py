@@ -107,6 +107,10 @@ def test_dpo_clips_are_scenes_no_sft_record_shows(exported, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["counts"]["dpo_clips"] == 2
     for name in ("stage1.json", "stage2.json", "nextqa_mc.csv", "dpo_eval_prompts.jsonl"):
         assert (out / name).read_bytes() == (a / name).read_bytes(), name
+    only = tmp_path / "dpo_clips_only"  # no SFT clips at all: the DPO clips are still marked as such
+    export_dataset(output=only, config=ExportConfig(seed=3, num_dpo_clips=1, **{**SMALL, "num_train": 0}))
+    assert [json.loads(line).get("role") for line in (only / "ground_truth.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == "train"] == ["dpo"]
     with pytest.raises(ConfigError, match="num_dpo_clips"):
         ExportConfig(**{**SMALL, "num_dpo_clips": -1})
 
