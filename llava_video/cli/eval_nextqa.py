@@ -2,6 +2,7 @@
 
     python tools/eval_nextqa.py --model M --annotations val.csv --video-root DIR \
         [--video-map map_vid_vidorID.json] --task mc|oe --frames 32 [--limit N] [--batch-size B] --output DIR
+        [--mc-scoring generate|likelihood]
 
 Usage and input errors exit with code 2 and one line on stderr.
 """
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=2, help="frame-decoding processes (0: decode inline)")
     parser.add_argument("--missing-videos", choices=("skip", "error"), default="skip",
                         help="skip (list and count) questions whose video is missing or undecodable, or stop")
+    parser.add_argument("--mc-scoring", choices=("generate", "likelihood"), default="generate",
+                        help="mc: parse a greedy answer (default, as lmms-eval) or pick the option whose text is "
+                             "the most likely answer (every answer parses)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="generation budget (default: 16 for mc, 64 for oe)")
     parser.add_argument("--device", default="auto")
@@ -71,14 +75,20 @@ def bind_model(args: argparse.Namespace) -> AnswerBatchFn:
     model = LlavaVideo.from_pretrained(resolve_model_path(str(args.model)), device=args.device, dtype=args.dtype)
     settings = pl.GenerationSettings(max_new_tokens=args.max_new_tokens or (16 if args.task == "mc" else 64))
 
+    def prepare(r: QARequest) -> pl.PreparedRequest:
+        return pl.prepare_request(
+            model, pl.load_visual(model, video=r.clip), pl.build_messages(r.prompt), max_new_tokens=settings.max_new_tokens
+        )
+
     def answer_batch(requests: list[QARequest]) -> list[str]:
-        prepared = [
-            pl.prepare_request(
-                model, pl.load_visual(model, video=r.clip), pl.build_messages(r.prompt), max_new_tokens=settings.max_new_tokens
-            )
-            for r in requests
-        ]
-        return [result.answer for result in pl.generate_batch(model, prepared, settings)]
+        if args.task == "mc" and args.mc_scoring == "likelihood":
+            # The answer is the option text itself, so the usual parser maps it back to its index.
+            answers = []
+            for r in requests:
+                scores = pl.score_answers(model, prepare(r), r.question.options)
+                answers.append(r.question.options[max(range(len(scores)), key=scores.__getitem__)])
+            return answers
+        return [result.answer for result in pl.generate_batch(model, [prepare(r) for r in requests], settings)]
 
     return answer_batch
 # ==========================================================================================================
@@ -95,6 +105,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise LlavaVideoError(f"--limit must be >= 1, got {args.limit}")
     if not args.video_root.is_dir():
         raise LlavaVideoError(f"--video-root {args.video_root}: not a folder")
+    if args.mc_scoring != "generate" and args.task != "mc":
+        raise LlavaVideoError("--mc-scoring only applies to --task mc")
     if args.extra_references is not None and args.task != "oe":
         raise LlavaVideoError("--extra-references only applies to --task oe")
 
@@ -117,7 +129,8 @@ def run(argv: Sequence[str] | None = None, *, model_binder: ModelBinder = bind_m
         task=args.task, output_dir=args.output, video_root=args.video_root, num_frames=args.frames,
         batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, seed=args.seed,
         missing_videos=args.missing_videos, video_map=video_map, progress=not args.no_progress,
-        run_info={"model": str(args.model), "annotations": str(Path(args.annotations).resolve())})
+        run_info={"model": str(args.model), "annotations": str(Path(args.annotations).resolve()),
+                  **({"mc_scoring": args.mc_scoring} if args.task == "mc" else {})})
     # Build the scorer before the model: a missing WordNet must fail in seconds, not after generation.
     scorer = scorer_factory() if args.task == "oe" else None
     answer_batch = model_binder(args)

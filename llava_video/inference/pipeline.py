@@ -30,6 +30,7 @@ __all__ = [
     "prepare_request",
     "auto_frame_count",
     "generate_batch",
+    "score_answers",
     "ChatSession",
     "ask",
     "image_processor_for",
@@ -428,6 +429,73 @@ def generate_batch(
         model, embeds, mask, settings, stops=stop_token_ids(model, conv_template), pad_id=pad_id, on_text=on_text
     )
     return [_result(model, r, decoded, i) for i, r in enumerate(requests)]
+
+
+def _last_turn_labels(labels: list[int], ignore_index: int) -> list[int]:
+    """Keep only the last labelled span (the candidate answer): earlier assistant turns are history."""
+    end = len(labels)
+    while end > 0 and labels[end - 1] == ignore_index:
+        end -= 1
+    start = end
+    while start > 0 and labels[start - 1] != ignore_index:
+        start -= 1
+    return [ignore_index] * start + labels[start:end] + [ignore_index] * (len(labels) - end)
+
+
+def score_answers(
+    model: Any,
+    request: PreparedRequest,
+    answers: Sequence[str],
+    *,
+    conv_template: str | None = None,
+) -> list[float]:
+    """Log-likelihood of each candidate answer as the assistant's reply to ``request``.
+
+    Each candidate is rendered as the template renders a finished assistant turn (so its end-of-turn
+    token is scored too: a candidate that is a prefix of a longer one does not win by being short), and
+    its answer tokens' log-probabilities are summed. One forward over all candidates, sharing the visual
+    features. Used for likelihood-scored multiple choice (``eval_nextqa.py --mc-scoring likelihood``).
+    """
+    from llava_video.train.losses import sequence_logprobs
+
+    if not answers:
+        return []
+    if request.budget.rope_factor != model.rope_factor:
+        model.set_rope_factor(request.budget.rope_factor)
+    visual = request.visual
+    visual.encode(model)
+    template = template_for(model.config, model.tokenizer, conv_template)
+    video_frames = [visual.num_frames] if visual.pixel_values_videos is not None else []
+    rows = []
+    for answer in answers:
+        enc = encode_conversation(
+            [*request.messages, {"role": "assistant", "content": answer}],
+            tokenizer=model.tokenizer,
+            template=template,
+            config=model.config,
+            video_frames=video_frames,
+            image_sizes=visual.image_sizes,
+        )
+        rows.append((enc.input_ids, _last_turn_labels(list(enc.labels), model.config.ignore_index)))
+    pad_id = _pad_id(model)
+    longest = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)  # right-padded: (n, L)
+    labels = torch.full((len(rows), longest), model.config.ignore_index, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (row_ids, row_labels) in enumerate(rows):
+        ids[i, : len(row_ids)] = torch.tensor(row_ids)
+        labels[i, : len(row_labels)] = torch.tensor(row_labels)
+        mask[i, : len(row_ids)] = 1
+    n = len(rows)
+    with torch.no_grad():
+        embeds = model.embed_inputs(
+            ids.to(model.device),
+            image_features=[f for _ in range(n) for f in (visual.image_features or [])] or None,
+            video_features=[visual.video_features] * n if visual.video_features is not None else None,
+        )  # (n, L, d)
+        logits = model(inputs_embeds=embeds, attention_mask=mask.to(model.device)).logits  # (n, L, V)
+        scores = sequence_logprobs(logits=logits, labels=labels.to(logits.device), ignore_index=model.config.ignore_index)
+    return scores.sums.tolist()
 
 
 class ChatSession:
