@@ -456,6 +456,7 @@ def score_answers(
     its answer tokens' log-probabilities are summed. One forward over all candidates, sharing the visual
     features. Used for likelihood-scored multiple choice (``eval_nextqa.py --mc-scoring likelihood``).
     """
+    from llava_video.data.batching import Sample, collate
     from llava_video.train.losses import sequence_logprobs
 
     if not answers:
@@ -466,8 +467,9 @@ def score_answers(
     visual.encode(model)
     template = template_for(model.config, model.tokenizer, conv_template)
     video_frames = [visual.num_frames] if visual.pixel_values_videos is not None else []
+    ignore = model.config.ignore_index
     rows = []
-    for answer in answers:
+    for i, answer in enumerate(answers):
         enc = encode_conversation(
             [*request.messages, {"role": "assistant", "content": answer}],
             tokenizer=model.tokenizer,
@@ -476,25 +478,19 @@ def score_answers(
             video_frames=video_frames,
             image_sizes=visual.image_sizes,
         )
-        rows.append((enc.input_ids, _last_turn_labels(list(enc.labels), model.config.ignore_index)))
-    pad_id = _pad_id(model)
-    longest = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)  # right-padded: (n, L)
-    labels = torch.full((len(rows), longest), model.config.ignore_index, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.tensor(row_ids)
-        labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        mask[i, : len(row_ids)] = 1
+        labels = _last_turn_labels(list(enc.labels), ignore)
+        rows.append(Sample(index=i, input_ids=torch.tensor(enc.input_ids), labels=torch.tensor(labels)))
+    # The trainer's padded collate: (n, L) ids, labels and mask, right-padded.
+    batch = collate(rows, packing=False, pad_token_id=_pad_id(model), ignore_index=ignore)
     n = len(rows)
     with torch.no_grad():
         embeds = model.embed_inputs(
-            ids.to(model.device),
+            batch.input_ids.to(model.device),
             image_features=[f for _ in range(n) for f in (visual.image_features or [])] or None,
             video_features=[visual.video_features] * n if visual.video_features is not None else None,
         )  # (n, L, d)
-        logits = model(inputs_embeds=embeds, attention_mask=mask.to(model.device)).logits  # (n, L, V)
-        scores = sequence_logprobs(logits=logits, labels=labels.to(logits.device), ignore_index=model.config.ignore_index)
+        logits = model(inputs_embeds=embeds, attention_mask=batch.attention_mask.to(model.device)).logits  # (n, L, V)
+        scores = sequence_logprobs(logits=logits, labels=batch.labels.to(logits.device), ignore_index=ignore)
     return scores.sums.tolist()
 
 
