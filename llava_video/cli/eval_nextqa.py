@@ -130,7 +130,9 @@ def run(argv: Sequence[str] | None = None, *, model_binder: ModelBinder = bind_m
         batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, seed=args.seed,
         missing_videos=args.missing_videos, video_map=video_map, progress=not args.no_progress,
         run_info={"model": str(args.model), "annotations": str(Path(args.annotations).resolve()),
-                  **({"mc_scoring": args.mc_scoring} if args.task == "mc" else {})})
+                  **({"mc_scoring": args.mc_scoring} if args.task == "mc" else {})},
+        # Folders written before --mc-scoring existed hold generated answers.
+        run_info_defaults={"mc_scoring": "generate"} if args.task == "mc" else {})
     # Build the scorer before the model: a missing WordNet must fail in seconds, not after generation.
     scorer = scorer_factory() if args.task == "oe" else None
     answer_batch = model_binder(args)

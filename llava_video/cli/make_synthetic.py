@@ -47,6 +47,13 @@ def _weights(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(pairs)
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="make_synthetic.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = parser.add_mutually_exclusive_group(required=True)
@@ -80,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="answer of those multiple-choice turns: the option's letter or its text")
     parser.add_argument("--kind-weights", type=_weights, default=(),
                         help="KIND=WEIGHT,... : stage-2 question kinds drawn more (> 1) or less (< 1) often than the others")
+    parser.add_argument("--train-count-weights", type=_floats, default=(),
+                        help="W,W,... : weights of the object counts --min-objects..--max-objects in the training split "
+                             "only (SFT and DPO clips, stills); held-out clips keep the uniform draw")
     parser.add_argument("--dpo-caption-share", type=float, default=0.2,
                         help="DPO prompts that ask for a description (judged against the whole caption) instead of a question")
     parser.add_argument("--holdout", choices=("seeds", "combos"), default="seeds",
@@ -102,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         frames=args.frames or 16, turns=args.turns,
         long_frames=args.long_frames, long_share=args.long_share,
         questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
-        mc_answer=args.mc_answer, kind_weights=args.kind_weights, dpo_caption_share=args.dpo_caption_share,
+        mc_answer=args.mc_answer, kind_weights=args.kind_weights, train_count_weights=args.train_count_weights,
+        dpo_caption_share=args.dpo_caption_share,
         holdout=args.holdout, crf=args.crf, world=world,
     )
     counts = export_dataset(output=args.output, config=config)["counts"]

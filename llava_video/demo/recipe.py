@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -59,6 +59,7 @@ class DemoData:
     shapes: tuple[str, ...]
     min_objects: int
     max_objects: int
+    train_count_weights: tuple[float, ...]
     num_train: int
     num_images: int
     num_eval: int
@@ -110,6 +111,11 @@ class DemoRecipe:
             if not (self.config_dir / name).is_file():
                 raise ConfigError(f"{self.config_dir / name}: missing")
         self.world()  # validates the world's keys now, not at the data stage
+        if self.data.train_count_weights:
+            try:
+                replace(self.world(), count_weights=self.data.train_count_weights)
+            except ConfigError as exc:
+                raise ConfigError(f"data.train_count_weights: {exc}") from None
         from llava_video.synthetic.export import check_kind_weights
 
         check_kind_weights(self.data.kind_weights.items(), name="data.kind_weights")
@@ -143,6 +149,8 @@ class DemoRecipe:
                  "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--long-frames": d.long_frames,
                  "--long-share": d.long_share, "--dpo-caption-share": self.dpo.caption_share,
                  "--kind-weights": ",".join(f"{kind}={weight}" for kind, weight in d.kind_weights.items())}
+        if d.train_count_weights:
+            sizes["--train-count-weights"] = ",".join(str(w) for w in d.train_count_weights)
         return [part for flag, value in sizes.items() for part in (flag, str(value))] + self.world_arguments()
 
 

@@ -103,6 +103,9 @@ class EvalConfig:
     missing_videos: Literal["skip", "error"] = "skip"
     video_map: Mapping[str, str] | None = None
     run_info: Mapping[str, Any] = field(default_factory=dict)  # model, annotation file... checked on resume
+    # Settings of run_info that run folders written by older versions do not record, with the value those runs
+    # had (e.g. {"mc_scoring": "generate"}): such a folder resumes when the value matches.
+    run_info_defaults: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -174,7 +177,8 @@ def _check_run_file(config: EvalConfig) -> None:
     run_file = config.output_dir / RUN_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text())
-        changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+        recorded = {**dict(config.run_info_defaults), **previous}
+        changed = {k: (recorded.get(k), v) for k, v in settings.items() if recorded.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RunMismatchError(f"{config.output_dir} holds a run with other settings ({detail}); "

@@ -26,7 +26,7 @@ import io
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,9 @@ class ExportConfig:
     # Stage-2 question kinds drawn more (weight > 1) or less often; kinds not named weigh 1. ((kind, weight), ...)
     kind_weights: tuple[tuple[str, float], ...] = ()
     dpo_caption_share: float = 0.2
+    # Object-count weights (one per count, min_objects..max_objects) for the training split only: SFT clips, DPO
+    # clips and stills. Held-out clips keep the world's own draw, so the evaluation measures the world as it is.
+    train_count_weights: tuple[float, ...] = ()
     holdout: Holdout = "seeds"
     crf: int = 0
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -120,12 +123,21 @@ class ExportConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check_kind_weights(self.kind_weights)
+        if self.train_count_weights:
+            try:
+                self.train_world(self.world)
+            except ConfigError as err:
+                raise ConfigError(f"train_count_weights: {err}") from None
         if self.mc_answer not in ("letter", "text"):
             raise ConfigError(f"mc_answer: must be 'letter' or 'text', got {self.mc_answer!r}")
         if self.holdout not in ("seeds", "combos"):
             raise ConfigError(f"holdout: must be 'seeds' or 'combos', got {self.holdout!r}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf: must be in [0, 51], got {self.crf}")
+
+    def train_world(self, world: WorldConfig) -> WorldConfig:
+        """``world`` as the training split draws it (``train_count_weights`` applied)."""
+        return replace(world, count_weights=self.train_count_weights) if self.train_count_weights else world
 
 
 def check_kind_weights(pairs: Iterable[tuple[str, float]], *, name: str = "kind_weights") -> None:
@@ -255,15 +267,16 @@ def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
     (output / "videos").mkdir(parents=True, exist_ok=True)
     (output / "images").mkdir(parents=True, exist_ok=True)
     world = world_for_holdout(config.world, config.holdout)
+    train_world = config.train_world(world)
 
-    train = _video_samples(config=config, world=world, split="train", count=config.num_train, output=output)
+    train = _video_samples(config=config, world=train_world, split="train", count=config.num_train, output=output)
     held_out = _video_samples(config=config, world=world, split="eval", count=config.num_eval, output=output)
     # Indices after the SFT clips: the same distribution, scenes no SFT record shows.
-    dpo_clips = _video_samples(config=config, world=world, split="train", count=config.num_dpo_clips, output=output,
+    dpo_clips = _video_samples(config=config, world=train_world, split="train", count=config.num_dpo_clips, output=output,
                                start=config.num_train)
     images = []
     for index in tqdm(range(config.num_images), desc="stills", unit="image", disable=config.num_images < 50):
-        image = make_image_sample(seed=config.seed, split="train", index=index, config=world)
+        image = make_image_sample(seed=config.seed, split="train", index=index, config=train_world)
         _write_png(output / "images" / f"{image.id}.png", image.frames)
         images.append(image)
 

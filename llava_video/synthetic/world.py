@@ -85,6 +85,8 @@ class WorldConfig:
     colours: tuple[str, ...] = tuple(PALETTE)
     shapes: tuple[str, ...] = SHAPES
     held_out_combos: tuple[tuple[str, str], ...] = field(default=())
+    # Relative weights of the object counts min_objects..max_objects (one per count); () draws them uniformly.
+    count_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
@@ -112,6 +114,13 @@ class WorldConfig:
             raise ConfigError(f"colours/shapes: unknown names {unknown}")
         if len(self.colours) < 5 or len(self.shapes) < 3:
             raise ConfigError("colours/shapes: need >= 5 colours and >= 3 shapes (5 MC options each)")
+        if self.count_weights:
+            expected = self.max_objects - self.min_objects + 1
+            if len(self.count_weights) != expected or any(not w >= 0 for w in self.count_weights) or not any(self.count_weights):
+                raise ConfigError(
+                    f"count_weights: need {expected} weights >= 0 (objects {self.min_objects}..{self.max_objects}), "
+                    f"not all zero, got {list(self.count_weights)}"
+                )
         for colour, shape in self.held_out_combos:
             if colour not in self.colours or shape not in self.shapes:
                 raise ConfigError(f"held_out_combos: ({colour}, {shape}) is not a colour/shape of this world")
@@ -119,6 +128,13 @@ class WorldConfig:
     def side_px(self, size_word: str) -> int:
         fraction = self.small_fraction if size_word == "small" else self.big_fraction
         return int(self.size * fraction + 0.5)
+
+
+def _draw_count(rng: np.random.Generator, config: WorldConfig) -> int:
+    if not config.count_weights:  # the uniform draw every dataset without weights was made with
+        return int(rng.integers(config.min_objects, config.max_objects + 1))
+    weights = np.asarray(config.count_weights, dtype=np.float64)
+    return config.min_objects + int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
 @dataclass(frozen=True)
@@ -257,7 +273,7 @@ def sample_scene(
     height = height or config.size
     travel = config.travel_fraction * min(width, height)
     for _ in range(_MAX_TRIES):
-        count = int(rng.integers(config.min_objects, config.max_objects + 1))
+        count = _draw_count(rng, config)
         shapes = rng.permutation(len(config.shapes))[:count]
         colour_ids = rng.permutation(len(config.colours))
         colours, spare = colour_ids[:count], list(colour_ids[count:])

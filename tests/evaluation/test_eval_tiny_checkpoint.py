@@ -96,8 +96,21 @@ def test_likelihood_mc_scoring_picks_the_most_likely_option(setup, capsys):
         assert records[question.key]["prediction"] == max(range(5), key=manual.__getitem__)
 
     # Resuming the folder with the other scoring would mix two evaluations.
-    assert eval_nextqa.main([a for a in argv if a not in ("--mc-scoring", "likelihood")]) == 2
+    generate = [a for a in argv if a not in ("--mc-scoring", "likelihood")]
+    assert eval_nextqa.main(generate) == 2
     assert "mc_scoring" in capsys.readouterr().err
+    # A folder from before the flag (no mc_scoring in run.json) holds generated answers: it resumes with
+    # generation and refuses likelihood scoring.
+    old = root / "out-mc-before-the-flag"
+    old.mkdir()
+    run = json.loads((out / "run.json").read_text())
+    del run["mc_scoring"]
+    (old / "run.json").write_text(json.dumps(run))
+    retarget = lambda args: [str(old) if a == str(out) else a for a in args]  # noqa: E731
+    assert eval_nextqa.main(retarget(argv)) == 2
+    assert "mc_scoring: 'generate' -> 'likelihood'" in capsys.readouterr().err
+    assert eval_nextqa.main(retarget(generate)) == 0, capsys.readouterr().err
+    assert "mc_scoring" not in json.loads((old / "run.json").read_text())  # the old record is left as it was
 
 
 def test_mc_scoring_is_refused_for_open_ended(setup, capsys):

@@ -115,6 +115,24 @@ def test_dpo_clips_are_scenes_no_sft_record_shows(exported, tmp_path):
         ExportConfig(**{**SMALL, "num_dpo_clips": -1})
 
 
+def test_train_count_weights_change_the_training_split_only(tmp_path):
+    """Training clips, DPO clips and stills follow ``train_count_weights``; held-out clips and everything derived
+    from them are byte for byte those of the dataset without weights."""
+    out, even = tmp_path / "two_objects", tmp_path / "even"
+    world = WorldConfig(max_objects=2)
+    export_dataset(output=even, config=ExportConfig(seed=3, num_dpo_clips=2, world=world, **SMALL))
+    export_dataset(output=out, config=ExportConfig(seed=3, num_dpo_clips=2, world=world, train_count_weights=(0.0, 1.0),
+                                                   **SMALL))
+    rows = [json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()]
+    assert {len(r["scene"]["objects"]) for r in rows if r["split"] == "train"} == {2}
+    for name in ("nextqa_mc.csv", "nextqa_oe.csv", "eval.json", "dpo_eval_prompts.jsonl"):
+        assert (out / name).read_bytes() == (even / name).read_bytes(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["train_count_weights"] == [0.0, 1.0]
+    with pytest.raises(ConfigError, match="train_count_weights"):
+        ExportConfig(**SMALL, world=world, train_count_weights=(1.0, 1.0, 1.0))
+
+
 @pytest.mark.parametrize("bad", [dict(long_share=1.5, long_frames=24), dict(long_share=0.5, long_frames=8),
                                  dict(long_share=0.5, long_frames=0)])
 def test_long_clip_settings_are_checked(bad):
@@ -201,7 +219,9 @@ def test_shipped_example_is_the_demo_worlds():
 @pytest.mark.parametrize("args", [["--output", "X", "--size", "8"], ["--output", "X", "--frames", "1"],
                                   ["--output", "X", "--holdout", "nope"], ["--output", "X", "--background", "1,2"],
                                   ["--output", "X", "--background", "0,0,300"], ["--output", "X", "--shapes", "hexagon,square,cross"],
-                                  ["--output", "X", "--shapes", "square,cross"], ["--output", "X", "--dpo-caption-share", "1.5"], []])
+                                  ["--output", "X", "--shapes", "square,cross"], ["--output", "X", "--dpo-caption-share", "1.5"],
+                                  ["--output", "X", "--max-objects", "2", "--train-count-weights", "1,x"],
+                                  ["--output", "X", "--max-objects", "2", "--train-count-weights", "1,2,3"], []])
 def test_cli_bad_values_exit_2(args, tmp_path):
     args = [a.replace("X", str(tmp_path / "out")) for a in args]
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic.py"), *args],

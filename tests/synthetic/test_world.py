@@ -111,7 +111,9 @@ def test_regions():
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 8}, {"max_objects": 9}, {"min_objects": 0}, {"colours": ("red",)},
-                                    {"held_out_combos": (("pink", "square"),)}, {"event_probability": 2.0}])
+                                    {"held_out_combos": (("pink", "square"),)}, {"event_probability": 2.0},
+                                    {"max_objects": 2, "count_weights": (1.0,)}, {"max_objects": 2, "count_weights": (0.0, 0.0)},
+                                    {"max_objects": 2, "count_weights": (1.0, -1.0)}])
 def test_bad_config_is_rejected(kwargs):
     with pytest.raises(ConfigError):
         WorldConfig(**kwargs)
@@ -126,3 +128,13 @@ def test_held_out_combos_are_respected():
         pairs = lambda s: {(c, o.shape) for o in s.objects for c in (o.colour, o.new_colour) if c}  # noqa: E731
         assert not pairs(train) & held
         assert pairs(test) & held
+
+
+def test_count_weights_set_how_often_each_object_count_is_drawn():
+    counts = lambda config: [len(sample_scene(rng=np.random.default_rng(i), config=config).objects)  # noqa: E731
+                             for i in range(300)]
+    assert set(counts(WorldConfig(max_objects=2, count_weights=(0.0, 1.0)))) == {2}
+    skewed = counts(WorldConfig(max_objects=2, count_weights=(1.0, 3.0)))
+    assert 0.68 < skewed.count(2) / 300 < 0.82  # 0.75 expected; 300 draws: sd 0.025
+    even = counts(WorldConfig(max_objects=2))
+    assert 0.4 < even.count(2) / 300 < 0.6
