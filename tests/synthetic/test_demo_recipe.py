@@ -48,6 +48,22 @@ def test_recipe_world_is_the_one_its_data_command_makes():
 
     parsed = build_parser().parse_args(["--output", "x", *args])
     assert dict(parsed.kind_weights) == recipe.data.kind_weights
+    assert parsed.train_count_weights == recipe.data.train_count_weights
+
+
+def test_train_count_weights_become_the_data_flag(tmp_path):
+    import yaml
+
+    from llava_video.cli.make_synthetic import build_parser
+    from llava_video.demo.recipe import load_demo_recipe
+
+    for name in ("stage1.yaml", "stage2_open.yaml", "stage2.yaml", "dpo.yaml", "model.yaml"):
+        (tmp_path / name).write_text((CONFIG_DIR / name).read_text())
+    raw = yaml.safe_load((CONFIG_DIR / "recipe.yaml").read_text())
+    raw["data"]["train_count_weights"] = [1, 3]
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    args = load_demo_recipe(tmp_path).data_arguments()
+    assert build_parser().parse_args(["--output", "x", *args]).train_count_weights == (1.0, 3.0)
 
 
 @pytest.mark.parametrize(
@@ -64,9 +80,12 @@ def test_recipe_world_is_the_one_its_data_command_makes():
         (lambda r: r["data"].update(kind_weights={"identity": "x"}), "data.kind_weights.identity='x' must be a number"),
         (lambda r: r["data"].update(kind_weights={"shape": 2.0}), "data.kind_weights: unknown question kind 'shape'"),
         (lambda r: r["data"].update(kind_weights={"identity": 0}), "weight of 'identity' must be > 0"),
+        (lambda r: r["data"].update(train_count_weights=[1.0]), "data.train_count_weights: count_weights: need 2 weights"),
+        (lambda r: r["data"].update(train_count_weights=["x", 1]), "data.train_count_weights"),
     ],
 )
 def test_recipe_rejects_bad_keys_and_values(tmp_path, edit, message):
+    """Each bad recipe is rejected when it loads, with the key in the message."""
     import yaml
 
     from llava_video.demo.recipe import load_demo_recipe
