@@ -115,7 +115,7 @@ class DemoRecipe:
             try:
                 replace(self.world(), count_weights=self.data.train_count_weights)
             except ConfigError as exc:
-                raise ConfigError(f"data.train_count_weights: {exc}") from None
+                raise ConfigError(f"data.train_count_weights: {str(exc).removeprefix('count_weights: ')}") from None
         from llava_video.synthetic.export import check_kind_weights
 
         check_kind_weights(self.data.kind_weights.items(), name="data.kind_weights")

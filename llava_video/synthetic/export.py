@@ -126,8 +126,8 @@ class ExportConfig:
         if self.train_count_weights:
             try:
                 self.train_world(self.world)
-            except ConfigError as err:
-                raise ConfigError(f"train_count_weights: {err}") from None
+            except ConfigError as err:  # the world names its own field; the flag here is this one
+                raise ConfigError(f"train_count_weights: {str(err).removeprefix('count_weights: ')}") from None
         if self.mc_answer not in ("letter", "text"):
             raise ConfigError(f"mc_answer: must be 'letter' or 'text', got {self.mc_answer!r}")
         if self.holdout not in ("seeds", "combos"):

@@ -80,7 +80,7 @@ def test_train_count_weights_become_the_data_flag(tmp_path):
         (lambda r: r["data"].update(kind_weights={"identity": "x"}), "data.kind_weights.identity='x' must be a number"),
         (lambda r: r["data"].update(kind_weights={"shape": 2.0}), "data.kind_weights: unknown question kind 'shape'"),
         (lambda r: r["data"].update(kind_weights={"identity": 0}), "weight of 'identity' must be > 0"),
-        (lambda r: r["data"].update(train_count_weights=[1.0]), "data.train_count_weights: count_weights: need 2 weights"),
+        (lambda r: r["data"].update(train_count_weights=[1.0]), "data.train_count_weights: need 2 weights"),
         (lambda r: r["data"].update(train_count_weights=["x", 1]), "data.train_count_weights"),
     ],
 )
