@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -112,10 +112,10 @@ class DemoRecipe:
                 raise ConfigError(f"{self.config_dir / name}: missing")
         self.world()  # validates the world's keys now, not at the data stage
         if self.data.train_count_weights:
-            try:
-                replace(self.world(), count_weights=self.data.train_count_weights)
-            except ConfigError as exc:
-                raise ConfigError(f"data.train_count_weights: {str(exc).removeprefix('count_weights: ')}") from None
+            from llava_video.synthetic.world import check_count_weights
+
+            check_count_weights(self.data.train_count_weights, min_objects=self.data.min_objects,
+                                max_objects=self.data.max_objects, name="data.train_count_weights")
         from llava_video.synthetic.export import check_kind_weights
 
         check_kind_weights(self.data.kind_weights.items(), name="data.kind_weights")

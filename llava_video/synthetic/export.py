@@ -48,7 +48,7 @@ from llava_video.synthetic.samples import (
     sample_rng,
     world_for_holdout,
 )
-from llava_video.synthetic.world import WorldConfig
+from llava_video.synthetic.world import WorldConfig, check_count_weights
 
 __all__ = [
     "ExportConfig",
@@ -124,10 +124,8 @@ class ExportConfig:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check_kind_weights(self.kind_weights)
         if self.train_count_weights:
-            try:
-                self.train_world(self.world)
-            except ConfigError as err:  # the world names its own field; the flag here is this one
-                raise ConfigError(f"train_count_weights: {str(err).removeprefix('count_weights: ')}") from None
+            check_count_weights(self.train_count_weights, min_objects=self.world.min_objects,
+                                max_objects=self.world.max_objects, name="train_count_weights")
         if self.mc_answer not in ("letter", "text"):
             raise ConfigError(f"mc_answer: must be 'letter' or 'text', got {self.mc_answer!r}")
         if self.holdout not in ("seeds", "combos"):

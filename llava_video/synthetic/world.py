@@ -32,6 +32,7 @@ __all__ = [
     "EVENTS",
     "REGIONS",
     "WorldConfig",
+    "check_count_weights",
     "ComboRule",
     "SceneObject",
     "Scene",
@@ -115,12 +116,7 @@ class WorldConfig:
         if len(self.colours) < 5 or len(self.shapes) < 3:
             raise ConfigError("colours/shapes: need >= 5 colours and >= 3 shapes (5 MC options each)")
         if self.count_weights:
-            expected = self.max_objects - self.min_objects + 1
-            if len(self.count_weights) != expected or any(not w >= 0 for w in self.count_weights) or not any(self.count_weights):
-                raise ConfigError(
-                    f"count_weights: need {expected} weights >= 0 (objects {self.min_objects}..{self.max_objects}), "
-                    f"not all zero, got {list(self.count_weights)}"
-                )
+            check_count_weights(self.count_weights, min_objects=self.min_objects, max_objects=self.max_objects)
         for colour, shape in self.held_out_combos:
             if colour not in self.colours or shape not in self.shapes:
                 raise ConfigError(f"held_out_combos: ({colour}, {shape}) is not a colour/shape of this world")
@@ -128,6 +124,15 @@ class WorldConfig:
     def side_px(self, size_word: str) -> int:
         fraction = self.small_fraction if size_word == "small" else self.big_fraction
         return int(self.size * fraction + 0.5)
+
+
+def check_count_weights(weights: tuple[float, ...], *, min_objects: int, max_objects: int,
+                        name: str = "count_weights") -> None:
+    """One weight >= 0 per object count min_objects..max_objects, not all zero; ``name`` is the key reported."""
+    expected = max_objects - min_objects + 1
+    if len(weights) != expected or any(not w >= 0 for w in weights) or not any(weights):
+        raise ConfigError(f"{name}: need {expected} weights >= 0 (objects {min_objects}..{max_objects}), "
+                          f"not all zero, got {list(weights)}")
 
 
 def _draw_count(rng: np.random.Generator, config: WorldConfig) -> int:
