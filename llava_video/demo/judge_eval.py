@@ -16,10 +16,13 @@ __all__ = ["greedy_judge_scores", "paired_score_difference"]
 
 
 def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: int, max_new_tokens: int = 48,
-                        output: str | Path | None = None) -> dict[str, Any]:
+                        batch_size: int = 16, output: str | Path | None = None) -> dict[str, Any]:
     """Greedy answers to every prompt of ``prompts`` (JSONL with id, video, question, reference, caption,
-    kind), scored 1..5; returns the mean, the count and the mean per kind. ``output``: one JSON line per
-    answer, written at the end (atomically)."""
+    kind), scored 1..5; returns the mean, the count and the mean per kind. ``batch_size`` prompts are decoded
+    together (left-padded; the answers are those of one prompt at a time, tested). ``output``: one JSON line
+    per answer, written at the end (atomically)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     from llava_video import LlavaVideo
     from llava_video.inference import pipeline as pl
     from llava_video.synthetic.rule_judge import score_answer
@@ -29,12 +32,17 @@ def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: i
     model = LlavaVideo.from_pretrained(str(model_dir), device="cpu", dtype="float32")
     settings = pl.GenerationSettings(max_new_tokens=max_new_tokens)
     scored = []
-    for row in rows:
-        visual = pl.load_visual(model, video=prompts.parent / row["video"], num_frames=frames)
-        request = pl.prepare_request(model, visual, pl.build_messages(row["question"]), max_new_tokens=max_new_tokens)
-        (result,) = pl.generate_batch(model, [request], settings)
-        score = score_answer(caption=row["caption"], question=row["question"], reference=row["reference"], answer=result.answer)
-        scored.append({"id": row["id"], "kind": row.get("kind", ""), "answer": result.answer, "score": score})
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        requests = [
+            pl.prepare_request(model, pl.load_visual(model, video=prompts.parent / row["video"], num_frames=frames),
+                               pl.build_messages(row["question"]), max_new_tokens=max_new_tokens)
+            for row in chunk
+        ]
+        for row, result in zip(chunk, pl.generate_batch(model, requests, settings)):
+            score = score_answer(caption=row["caption"], question=row["question"], reference=row["reference"],
+                                 answer=result.answer)
+            scored.append({"id": row["id"], "kind": row.get("kind", ""), "answer": result.answer, "score": score})
     by_kind: dict[str, list[int]] = {}
     for item in scored:
         by_kind.setdefault(item["kind"], []).append(item["score"])

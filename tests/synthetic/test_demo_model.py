@@ -107,3 +107,28 @@ def test_infer_video_on_the_example_clip_at_32_frames(capsys):
         assert main(["--frames", "32", "--json", "--prompt", question, clip]) == 0
         answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answer"]
         assert answer.strip().rstrip(".").lower() == expected, (question, answer)
+
+
+def test_greedy_judge_scores_do_not_depend_on_the_batch(tmp_path):
+    """The recipe's judge comparison decodes its prompts in left-padded batches: every answer (and so every
+    score) must be the one the prompt gets alone."""
+    from llava_video.demo.judge_eval import greedy_judge_scores
+    from llava_video.demo.recipe import load_demo_recipe
+    from llava_video.synthetic.export import ExportConfig, export_dataset
+
+    data = tmp_path / "data"
+    world = load_demo_recipe(ROOT / "configs" / "demo").world()
+    export_dataset(output=data, config=ExportConfig(seed=0, num_train=0, num_eval=6, num_images=0, num_dpo=0,
+                                                    num_dpo_eval=11, frames=TRAIN_FRAMES, world=world))
+    prompts = data / "dpo_eval_prompts.jsonl"
+    results, answers = [], []
+    for batch_size in (1, 4):  # 4 does not divide 11: the last batch is shorter
+        out = tmp_path / f"greedy_{batch_size}.jsonl"
+        results.append(greedy_judge_scores(model_dir=DEMO_MODEL_DIR, prompts=prompts, frames=TRAIN_FRAMES,
+                                           max_new_tokens=24, batch_size=batch_size, output=out))
+        answers.append([json.loads(line) for line in out.read_text().splitlines()])
+    assert results[0]["count"] == 11
+    assert answers[0] == answers[1]
+    assert len({row["answer"] for row in answers[0]}) > 1  # the prompts differ, and so do their answers
+    with pytest.raises(ValueError, match="batch_size"):
+        greedy_judge_scores(model_dir=DEMO_MODEL_DIR, prompts=prompts, frames=TRAIN_FRAMES, batch_size=0)
