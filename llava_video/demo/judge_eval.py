@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from llava_video.errors import InputError
+
 __all__ = ["greedy_judge_scores", "paired_score_difference"]
 
 
@@ -22,7 +24,7 @@ def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: i
     together (left-padded; the answers are those of one prompt at a time, tested). ``output``: one JSON line
     per answer, written at the end (atomically)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     from llava_video import LlavaVideo
     from llava_video.inference import pipeline as pl
     from llava_video.synthetic.rule_judge import score_answer

@@ -262,7 +262,8 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
                               num_frames=recipe.frames)),
         ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
         ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
-                                               max_new_tokens=recipe.dpo.max_new_tokens)),
+                                               max_new_tokens=recipe.dpo.max_new_tokens,
+                                               batch_size=recipe.eval.batch_size)),
     ]
     if install:
         stages.append(("install", lambda: {"installed": str(install_model(_model_dir(out / "dpo" / "train")))}))
@@ -296,13 +297,13 @@ def _init(*, cfg: Path, data: Path, out: Path, seed: int) -> dict[str, Any]:
     return {"model": str(path)}
 
 
-def _judge_scores(*, out: Path, data: Path, frames: int, max_new_tokens: int) -> dict[str, Any]:
+def _judge_scores(*, out: Path, data: Path, frames: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
     from llava_video.demo.judge_eval import greedy_judge_scores, paired_score_difference
 
     prompts = data / "dpo_eval_prompts.jsonl"
     result: dict[str, Any] = {
         name: greedy_judge_scores(model_dir=_model_dir(run), prompts=prompts, frames=frames, max_new_tokens=max_new_tokens,
-                                  output=out / f"greedy_{name}.jsonl")
+                                  batch_size=batch_size, output=out / f"greedy_{name}.jsonl")
         for name, run in (("stage2", out / "stage2"), ("dpo", out / "dpo" / "train"))
     }
     rows = {name: [json.loads(line) for line in (out / f"greedy_{name}.jsonl").read_text().splitlines()]
