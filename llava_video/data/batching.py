@@ -10,10 +10,14 @@ flash-attention 2, a block-diagonal mask with sdpa/eager), so no compute is spen
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -45,6 +49,12 @@ class MediaLoader:
     small datasets read for many epochs (the demo recipe reads each clip ~17 times) decoding is then paid
     once. The cache lives in the process that loads, so it pays off with ``num_workers=0``; each DataLoader
     worker would fill its own copy and lose it at the end of the epoch.
+
+    ``cache_dir`` keeps preprocessed media on disk as well (safetensors, one file per medium and loader
+    setting), so later processes (the next training stage, a rerun) read instead of decoding. A file is
+    named by a hash of the medium's path, size and modification time and of every setting that shapes the
+    result, so an edited file or another frame count or processor never reads a stale entry; files are
+    written atomically, so concurrent loaders at worst decode the same medium twice.
     """
 
     processor: Any  # llava_video.data.preprocess.ImageProcessorConfig
@@ -53,21 +63,48 @@ class MediaLoader:
     max_frames: int | None = None
     backend: str = "auto"
     cache_mb: int = 0
+    cache_dir: str | None = None
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     _cache_bytes: int = field(default=0, init=False, repr=False, compare=False)
     _header_frames: dict[str, int | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _cached(self, kind: str, path: str, load: Callable[[], Any], size: Callable[[Any], int]) -> Any:
         if self.cache_mb <= 0:
-            return load()
+            return self._disk_cached(kind, path, load) if self.cache_dir else load()
         key = (kind, path)
         if key in self._cache:
             return self._cache[key]
-        value = load()
+        value = self._disk_cached(kind, path, load) if self.cache_dir else load()
         nbytes = size(value)
         if self._cache_bytes + nbytes <= self.cache_mb * 2**20:
             self._cache[key] = value
             self._cache_bytes += nbytes
+        return value
+
+    def _disk_file(self, kind: str, path: str) -> Path:
+        stat = os.stat(path)
+        identity = json.dumps([kind, os.path.abspath(path), stat.st_size, stat.st_mtime_ns, self.num_frames, self.fps,
+                               self.max_frames, self.backend, repr(self.processor)])
+        return Path(self.cache_dir or ".") / f"{hashlib.sha256(identity.encode()).hexdigest()}.safetensors"
+
+    def _disk_cached(self, kind: str, path: str, load: Callable[[], Any]) -> Any:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        try:
+            file = self._disk_file(kind, path)
+        except OSError:
+            return load()  # a missing medium: let the loader raise its own error
+        if file.is_file():
+            with safe_open(str(file), framework="pt") as entry:
+                pixels, meta = entry.get_tensor("pixels"), entry.metadata() or {}
+            return (pixels, tuple(json.loads(meta["size"]))) if kind == "image" else pixels
+        value = load()
+        pixels, meta = (value[0], {"size": json.dumps(list(value[1]))}) if kind == "image" else (value, {})
+        file.parent.mkdir(parents=True, exist_ok=True)
+        partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
+        save_file({"pixels": pixels.contiguous()}, str(partial), metadata=meta)
+        os.replace(partial, file)
         return value
 
     def image(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -221,7 +221,10 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.is_file() else {"stages": {}}
     data, frames, seed = out / "data", str(recipe.frames), str(recipe.seed)
     cfg = recipe.config_dir
-    common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}"]
+    # Decoded clips are kept on disk for the later stages and reruns: each SFT stage reads every clip, and
+    # decoding them again costs about half a minute a stage.
+    common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}",
+              f"data.media_cache_dir={out / 'media_cache'}"]
 
     def train(config: str, *, init: Path, records: Path, output: Path, num_frames: int) -> None:
         """One training stage: ``tools/train.py`` on a stage recipe, from ``init``'s latest model."""
@@ -292,8 +295,12 @@ def _cpu_seconds() -> float:
 
 def _init(*, cfg: Path, data: Path, out: Path, seed: int) -> dict[str, Any]:
     from llava_video.demo.initial import write_initial_model
+    from llava_video.train.config import load_train_config
 
-    path = write_initial_model(model_config=cfg / "model.yaml", data_dir=data, output=out / "init", seed=seed)
+    # The tokenizer gets the markers of the template stage 1 trains with (the later stages inherit it).
+    template = load_train_config(cfg / "stage1.yaml").model.conv_template
+    path = write_initial_model(model_config=cfg / "model.yaml", data_dir=data, output=out / "init", seed=seed,
+                               template=template)
     return {"model": str(path)}
 
 

@@ -32,20 +32,27 @@ _CORPUS = [
 ]
 
 
-def bpe_tokenizer_json(corpus: Sequence[str], *, vocab_size: int) -> str:
-    """A byte-level BPE (``TINY_SPECIAL_TOKENS`` first) trained in-process on ``corpus``, as JSON."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def bpe_tokenizer_json(corpus: Sequence[str], *, vocab_size: int, whole: Sequence[str] = ()) -> str:
+    """A byte-level BPE (``TINY_SPECIAL_TOKENS`` first) trained in-process on ``corpus``, as JSON.
+
+    ``whole``: strings that always become one token each (ids after the learnt ones, within ``vocab_size``),
+    e.g. a conversation template's markers, which the byte-level pre-tokenizer would otherwise cut at every
+    bracket and space ("[/INST]" is 8 tokens without this).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(whole),
         special_tokens=TINY_SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
+    # normalized=False: matched on the raw text, spaces included, so decoding gives the string back exactly.
+    tok.add_tokens([AddedToken(text, normalized=False) for text in whole])
     return tok.to_str()
 
 

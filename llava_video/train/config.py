@@ -117,6 +117,9 @@ class DataSection:
     # MiB of preprocessed media kept in memory (per loading process; 0: none): for small datasets read
     # for many epochs, so each clip is decoded once (useful with num_workers 0; see MediaLoader).
     media_cache_mb: int = 0
+    # A folder of preprocessed media on disk, shared by processes and runs (None: none): the stages of a
+    # recipe that read the same clips then decode each once in all (see MediaLoader).
+    media_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_literal("data.on_bad_record", self.on_bad_record, Literal["skip", "fail"])

@@ -76,7 +76,7 @@ def media_loader(data: Any, processor: Any) -> MediaLoader:
     """The media loader a recipe's ``data`` section describes (frames, sampling, backend, cache)."""
     return MediaLoader(
         processor=processor, num_frames=data.num_frames, fps=data.fps, max_frames=data.max_frames,
-        backend=data.video_backend, cache_mb=data.media_cache_mb,
+        backend=data.video_backend, cache_mb=data.media_cache_mb, cache_dir=data.media_cache_dir,
     )
 
 

@@ -210,6 +210,35 @@ def test_media_cache_returns_the_same_pixels_and_respects_its_size(tmp_path, mon
     assert list(media._cache) == [("video", short)]
 
 
+def test_disk_media_cache_is_shared_by_loaders_and_keyed_by_file_and_settings(tmp_path, monkeypatch):
+    """A second loader (another process, the next stage) reads the first one's files instead of decoding;
+    another frame count, an edited clip or another processor is a different entry; images keep their size."""
+    import os
+
+    from PIL import Image
+
+    clip, cache = _clip(tmp_path / "a.mp4", 8), tmp_path / "cache"
+    first = _media(num_frames=4, cache_dir=str(cache)).video(clip)
+    assert len(list(cache.glob("*.safetensors"))) == 1
+    monkeypatch.setattr(type(_media()), "_load_video", lambda self, path: pytest.fail(f"decoded {path} again"))
+    assert torch.equal(_media(num_frames=4, cache_dir=str(cache), cache_mb=1).video(clip), first)
+    monkeypatch.undo()
+    assert _media(num_frames=8, cache_dir=str(cache)).video(clip).shape[0] == 8
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    _clip(tmp_path / "a.mp4", 6)  # the same path, new content
+    os.utime(clip, ns=(1, 1))
+    assert _media(num_frames=8, cache_dir=str(cache)).video(clip).shape[0] == 6
+    image = tmp_path / "i.png"
+    Image.new("RGB", (32, 16), (10, 200, 30)).save(image)
+    tiles, size = _media(cache_dir=str(cache)).image(str(image))
+    again, size_again = _media(cache_dir=str(cache)).image(str(image))
+    assert torch.equal(tiles, again) and size == size_again == (16, 32)
+    assert not list(cache.glob("*.partial"))
+    # A missing medium still fails with the loader's own error, and leaves nothing behind.
+    with pytest.raises(Exception, match="missing.mp4"):
+        _media(cache_dir=str(cache)).video(str(tmp_path / "missing.mp4"))
+
+
 def test_video_length_estimates_read_the_clip_header(tmp_path):
     """Length grouping sees a 4-frame clip as 4 frames, not the 8 asked for, so short and long clips of one
     dataset are batched apart; fps sampling and unreadable files keep the requested count."""

@@ -107,7 +107,8 @@ def initial_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     export_dataset(output=root / "data", config=ExportConfig(seed=0, num_train=6, num_eval=2, num_images=3, num_dpo=2,
                                                              num_dpo_eval=1, frames=8, mc_share=0.5))
-    return write_initial_model(model_config=CONFIG_DIR / "model.yaml", data_dir=root / "data", output=root / "init", seed=0)
+    return write_initial_model(model_config=CONFIG_DIR / "model.yaml", data_dir=root / "data", output=root / "init", seed=0,
+                               template="mistral")
 
 
 def test_initial_model_tokenizer_is_trained_on_the_world(initial_model):
@@ -121,6 +122,28 @@ def test_initial_model_tokenizer_is_trained_on_the_world(initial_model):
     for word in (" triangle", " purple", " circle", " square"):
         assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
     assert len(tok) <= int(model.config.text["vocab_size"])
+
+
+def test_initial_model_tokenizer_keeps_the_template_markers_whole(initial_model):
+    """Each "[INST] " and " [/INST]" is one token (8 byte-level tokens without this), and text round-trips."""
+    from transformers import AutoTokenizer
+
+    from llava_video.demo.initial import template_markers
+
+    assert template_markers("mistral") == ["[INST] ", " [/INST]"]
+    tok = AutoTokenizer.from_pretrained(str(initial_model))
+    text = "[INST] <video>\nWhat colour is the cross? [/INST] red</s>[INST] How many objects? [/INST] two</s>"
+    tokens = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False).input_ids)
+    assert tokens.count("[INST] ") == 2 and tokens.count(" [/INST]") == 2
+    assert len(tokens) == 20  # every word one token as well
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text
+
+
+def test_template_markers_of_other_templates():
+    from llava_video.demo.initial import template_markers
+
+    # vicuna_v1 writes "USER: {content} " and "ASSISTANT:": the lone space after a turn is not a marker.
+    assert template_markers("vicuna_v1") == ["USER: ", "ASSISTANT:"]
 
 
 def test_install_copies_a_loadable_model(initial_model, tmp_path):
