@@ -10,10 +10,12 @@ flash-attention 2, a block-diagonal mask with sdpa/eager), so no compute is spen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +69,7 @@ class MediaLoader:
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     _cache_bytes: int = field(default=0, init=False, repr=False, compare=False)
     _header_frames: dict[str, int | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _disk_warned: bool = field(default=False, init=False, repr=False, compare=False)
 
     def _cached(self, kind: str, path: str, load: Callable[[], Any], size: Callable[[Any], int]) -> Any:
         if self.cache_mb <= 0:
@@ -88,7 +91,7 @@ class MediaLoader:
         return Path(self.cache_dir or ".") / f"{hashlib.sha256(identity.encode()).hexdigest()}.safetensors"
 
     def _disk_cached(self, kind: str, path: str, load: Callable[[], Any]) -> Any:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import save_file
 
         try:
@@ -96,15 +99,28 @@ class MediaLoader:
         except OSError:
             return load()  # a missing medium: let the loader raise its own error
         if file.is_file():
-            with safe_open(str(file), framework="pt") as entry:
-                pixels, meta = entry.get_tensor("pixels"), entry.metadata() or {}
-            return (pixels, tuple(json.loads(meta["size"]))) if kind == "image" else pixels
+            try:
+                with safe_open(str(file), framework="pt") as entry:
+                    pixels, meta = entry.get_tensor("pixels"), entry.metadata() or {}
+                return (pixels, tuple(json.loads(meta["size"]))) if kind == "image" else pixels
+            except (SafetensorError, OSError, KeyError, ValueError):
+                pass  # an unreadable entry (not one of ours, or damaged): decode again and replace it
         value = load()
         pixels, meta = (value[0], {"size": json.dumps(list(value[1]))}) if kind == "image" else (value, {})
-        file.parent.mkdir(parents=True, exist_ok=True)
         partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
-        save_file({"pixels": pixels.contiguous()}, str(partial), metadata=meta)
-        os.replace(partial, file)
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"pixels": pixels.contiguous()}, str(partial), metadata=meta)
+            os.replace(partial, file)
+        except OSError as exc:
+            # The cache only saves time: a full disk or a read-only folder must not turn good records into bad
+            # ones (the dataset counts an OSError from loading as a bad record), so say so once and go on.
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            if not self._disk_warned:
+                warnings.warn(f"data.media_cache_dir {self.cache_dir}: cannot write ({exc}); decoding without the disk cache",
+                              stacklevel=2)
+                self._disk_warned = True
         return value
 
     def image(self, path: str) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -239,6 +239,28 @@ def test_disk_media_cache_is_shared_by_loaders_and_keyed_by_file_and_settings(tm
         _media(cache_dir=str(cache)).video(str(tmp_path / "missing.mp4"))
 
 
+def test_disk_media_cache_survives_damaged_entries_and_unwritable_folders(tmp_path):
+    """The disk cache only saves time: a damaged entry is decoded again and replaced, and a folder that cannot
+    be written gives one warning and the decoded pixels, never a failed (bad) record."""
+    clip, cache = _clip(tmp_path / "a.mp4", 4), tmp_path / "cache"
+    fresh = _media(num_frames=4).video(clip)
+    _media(num_frames=4, cache_dir=str(cache)).video(clip)
+    (entry,) = cache.glob("*.safetensors")
+    entry.write_bytes(b"not a safetensors file")
+    assert torch.equal(_media(num_frames=4, cache_dir=str(cache)).video(clip), fresh)
+    assert torch.equal(_media(num_frames=4, cache_dir=str(cache)).video(clip), fresh)  # replaced: reads back
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    media = _media(num_frames=4, cache_dir=str(blocked / "cache"))
+    with pytest.warns(UserWarning, match="cannot write"):
+        assert torch.equal(media.video(clip), fresh)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(media.video(clip), fresh)  # warned once only
+
+
 def test_video_length_estimates_read_the_clip_header(tmp_path):
     """Length grouping sees a 4-frame clip as 4 frames, not the 8 asked for, so short and long clips of one
     dataset are batched apart; fps sampling and unreadable files keep the requested count."""
