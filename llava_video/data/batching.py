@@ -72,12 +72,13 @@ class MediaLoader:
     _disk_warned: bool = field(default=False, init=False, repr=False, compare=False)
 
     def _cached(self, kind: str, path: str, load: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+        fetch = (lambda: self._disk_cached(kind, path, load)) if self.cache_dir else load
         if self.cache_mb <= 0:
-            return self._disk_cached(kind, path, load) if self.cache_dir else load()
+            return fetch()
         key = (kind, path)
         if key in self._cache:
             return self._cache[key]
-        value = self._disk_cached(kind, path, load) if self.cache_dir else load()
+        value = fetch()
         nbytes = size(value)
         if self._cache_bytes + nbytes <= self.cache_mb * 2**20:
             self._cache[key] = value
@@ -85,10 +86,11 @@ class MediaLoader:
         return value
 
     def _disk_file(self, kind: str, path: str) -> Path:
+        """This medium's entry under ``cache_dir`` (only called when it is set)."""
         stat = os.stat(path)
         identity = json.dumps([kind, os.path.abspath(path), stat.st_size, stat.st_mtime_ns, self.num_frames, self.fps,
                                self.max_frames, self.backend, repr(self.processor)])
-        return Path(self.cache_dir or ".") / f"{hashlib.sha256(identity.encode()).hexdigest()}.safetensors"
+        return Path(self.cache_dir) / f"{hashlib.sha256(identity.encode()).hexdigest()}.safetensors"
 
     def _disk_cached(self, kind: str, path: str, load: Callable[[], Any]) -> Any:
         from safetensors import SafetensorError, safe_open
