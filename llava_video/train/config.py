@@ -152,18 +152,31 @@ class BatchingSection:
 
 @dataclass
 class OptimSection:
+    """``name``: ``adamw`` for every parameter, or ``muon``: Muon for the weight matrices of linear layers
+    (LM head excluded), AdamW for the rest (embeddings, norms, biases, convolutions); see
+    ``llava_video.train.muon``. Muon groups run at ``muon_lr_scale`` times their part's learning rate
+    (same schedule). ``momentum`` is Muon's; ``betas`` and ``eps`` are AdamW's."""
+
+    name: Literal["adamw", "muon"] = "adamw"
     lr: float = 2e-5
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    momentum: float = 0.95
+    muon_lr_scale: float = 1.0
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = 0.03
     max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
+        check_literal("optim.name", self.name, Literal["adamw", "muon"])
         check_literal("optim.scheduler", self.scheduler, Literal["cosine", "linear", "constant"])
         if self.lr < 0 or not 0 <= self.warmup_ratio < 1 or len(self.betas) != 2:
             raise ConfigError("optim: lr >= 0, 0 <= warmup_ratio < 1, betas a pair")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optim.momentum={self.momentum} must be in [0, 1)")
+        if self.muon_lr_scale <= 0:
+            raise ConfigError(f"optim.muon_lr_scale={self.muon_lr_scale} must be > 0")
 
 
 @dataclass
@@ -247,6 +260,11 @@ class TrainConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
+
+    def __post_init__(self) -> None:
+        if self.optim.name == "muon" and self.distributed.deepspeed is not None:
+            # ZeRO hands the optimizer flattened 1-D shards; Muon needs each weight matrix whole.
+            raise ConfigError("optim.name=muon does not work with distributed.deepspeed (ZeRO flattens the weight matrices); use adamw")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

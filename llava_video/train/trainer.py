@@ -34,6 +34,7 @@ from llava_video.train.distributed import (
     init_distributed,
     shutdown,
 )
+from llava_video.train.muon import MuonWithAdamW
 from llava_video.train.objectives import Objective, build_objective
 
 __all__ = ["Trainer", "TrainSummary", "run_training", "part_parameters", "build_model", "resolve_model_path"]
@@ -204,19 +205,33 @@ class Trainer:
         return trainable
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        """One group per (part, decay?) so each part has its own learning rate; no decay on biases/norms."""
+        """One group per (part, kind) so each part has its own learning rate; no decay on biases/norms.
+
+        With ``optim.name: muon`` a part's linear weight matrices form a Muon group of their own.
+        """
         o = self.config.optim
+        muon = o.name == "muon"
+        # Muon is for hidden matrices: the LM head (and embeddings, convolutions) stay with AdamW.
+        head = self.model.language_model.get_output_embeddings()
+        linear = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m is not head}
         groups = []
         for part, params in part_parameters(self.model).items():
             sec = getattr(self.config.parts, part)
             if not sec.train:
                 continue
             lr = o.lr if sec.lr is None else sec.lr
-            decay = [p for n, p in params if p.ndim >= 2]
-            no_decay = [p for n, p in params if p.ndim < 2]
-            for suffix, plist, wd in (("", decay, o.weight_decay), ("_no_decay", no_decay, 0.0)):
+            matrices = [p for _, p in params if muon and id(p) in linear]
+            decay = [p for _, p in params if p.ndim >= 2 and not (muon and id(p) in linear)]
+            no_decay = [p for _, p in params if p.ndim < 2]
+            kinds = (("_muon", matrices, o.weight_decay, True), ("", decay, o.weight_decay, False), ("_no_decay", no_decay, 0.0, False))
+            for suffix, plist, wd, is_muon in kinds:
                 if plist:
-                    groups.append({"params": plist, "lr": lr, "weight_decay": wd, "name": part + suffix})
+                    group = {"params": plist, "lr": lr, "weight_decay": wd, "name": part + suffix}
+                    if is_muon:
+                        group |= {"muon": True, "lr": lr * o.muon_lr_scale}
+                    groups.append(group)
+        if muon:
+            return MuonWithAdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, momentum=o.momentum)
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
     def _lr_factor(self, step: int) -> float:
