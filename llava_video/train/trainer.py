@@ -210,27 +210,28 @@ class Trainer:
         With ``optim.name: muon`` a part's linear weight matrices form a Muon group of their own.
         """
         o = self.config.optim
-        muon = o.name == "muon"
         # Muon is for hidden matrices: the LM head (and embeddings, convolutions) stay with AdamW.
         head = self.model.language_model.get_output_embeddings()
-        linear = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m is not head}
+        muon_ids = (
+            {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m is not head}
+            if o.name == "muon" else set()
+        )
         groups = []
         for part, params in part_parameters(self.model).items():
             sec = getattr(self.config.parts, part)
             if not sec.train:
                 continue
             lr = o.lr if sec.lr is None else sec.lr
-            matrices = [p for _, p in params if muon and id(p) in linear]
-            decay = [p for _, p in params if p.ndim >= 2 and not (muon and id(p) in linear)]
+            matrices = [p for _, p in params if id(p) in muon_ids]
+            decay = [p for _, p in params if p.ndim >= 2 and id(p) not in muon_ids]
             no_decay = [p for _, p in params if p.ndim < 2]
-            kinds = (("_muon", matrices, o.weight_decay, True), ("", decay, o.weight_decay, False), ("_no_decay", no_decay, 0.0, False))
-            for suffix, plist, wd, is_muon in kinds:
+            if matrices:
+                groups.append({"params": matrices, "lr": lr * o.muon_lr_scale, "weight_decay": o.weight_decay,
+                               "name": part + "_muon", "muon": True})
+            for suffix, plist, wd in (("", decay, o.weight_decay), ("_no_decay", no_decay, 0.0)):
                 if plist:
-                    group = {"params": plist, "lr": lr, "weight_decay": wd, "name": part + suffix}
-                    if is_muon:
-                        group |= {"muon": True, "lr": lr * o.muon_lr_scale}
-                    groups.append(group)
-        if muon:
+                    groups.append({"params": plist, "lr": lr, "weight_decay": wd, "name": part + suffix})
+        if o.name == "muon":
             return MuonWithAdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, momentum=o.momentum)
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
