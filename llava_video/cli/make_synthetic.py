@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from llava_video.cli.common import ArgumentParser, report_errors
+from llava_video.errors import InputError
 from llava_video.synthetic.export import ExportConfig, export_dataset, write_example
 from llava_video.synthetic.world import WorldConfig
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--holdout", choices=("seeds", "combos"), default="seeds",
                         help="held-out split: new scenes (seeds) or also unseen colour/shape pairs (combos)")
     parser.add_argument("--crf", type=int, default=0, help="x264 quality, 0 = lossless")
+    parser.add_argument("--num-workers", type=int, default=2,
+                        help="processes that render and encode clips (0: this process); the files do not depend on it")
     return parser
 
 
@@ -102,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     world_options = {"shapes": args.shapes, "background": args.background}
     world = WorldConfig(size=args.size, min_objects=args.min_objects, max_objects=args.max_objects,
                         **{k: v for k, v in world_options.items() if v is not None})
+    if args.num_workers < 0:
+        raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.example is not None:
         clip, meta = write_example(output_dir=args.example, seed=args.seed, frames=args.frames or 32, world=world, crf=args.crf)
         print(f"wrote {clip} and {meta}")
@@ -116,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         dpo_caption_share=args.dpo_caption_share,
         holdout=args.holdout, crf=args.crf, world=world,
     )
-    counts = export_dataset(output=args.output, config=config)["counts"]
+    counts = export_dataset(output=args.output, config=config, num_workers=args.num_workers)["counts"]
     print(f"wrote {args.output}: {counts['train_clips']} train clips, {counts['held_out_clips']} held-out clips "
           f"({counts['held_out_questions']} questions), {counts['images']} stills"
           + (f", {counts['dpo_clips']} clips for DPO prompts" if counts["dpo_clips"] else ""))

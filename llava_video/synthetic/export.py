@@ -26,7 +26,9 @@ import io
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,8 @@ __all__ = [
 MC_COLUMNS = ("video", "frame_count", "width", "height", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3", "a4")
 OE_COLUMNS = ("video", "frame_count", "width", "height", "question", "answer", "qid", "type")
 FORMAT_VERSION = 1
+# Clips per task sent to a worker process: ~0.1 s of work each, enough to hide the cost of a round trip.
+_CLIPS_PER_TASK = 32
 
 
 @dataclass(frozen=True)
@@ -246,32 +250,48 @@ def clip_frames(config: ExportConfig, *, split: Split, index: int) -> int:
     return config.long_frames if rng.random() < config.long_share else config.frames
 
 
+def _render_clip(index: int, *, config: ExportConfig, world: WorldConfig, split: Split, output: Path) -> Sample:
+    """Render and encode one clip; returns its sample without the frames (only text and ground truth are kept
+    for the JSON files). Every draw comes from the clip's own seeded stream, so the result does not depend on
+    which process renders it or in what order."""
+    frames = clip_frames(config, split=split, index=index)
+    sample = make_video_sample(seed=config.seed, split=split, index=index, num_frames=frames, config=world)
+    # The same duration whatever the frame count: a long clip is the same scene sampled more densely.
+    write_clip(output / "videos" / f"{sample.id}.mp4", sample.frames, fps=frames / config.clip_seconds, crf=config.crf)
+    return Sample(sample.id, sample.medium, sample.scene, np.empty(0, np.uint8), sample.caption, sample.qas)
+
+
 def _video_samples(*, config: ExportConfig, world: WorldConfig, split: Split, count: int, output: Path,
-                   start: int = 0) -> list[Sample]:
-    samples = []
-    for index in tqdm(range(start, start + count), desc=f"{split} clips", unit="clip", disable=count < 50):
-        frames = clip_frames(config, split=split, index=index)
-        sample = make_video_sample(seed=config.seed, split=split, index=index, num_frames=frames, config=world)
-        # The same duration whatever the frame count: a long clip is the same scene sampled more densely.
-        write_clip(output / "videos" / f"{sample.id}.mp4", sample.frames, fps=frames / config.clip_seconds, crf=config.crf)
-        # Frames are dropped once written: only text and ground truth are kept for the JSON files.
-        samples.append(Sample(sample.id, sample.medium, sample.scene, np.empty(0, np.uint8), sample.caption, sample.qas))
-    return samples
+                   start: int = 0, num_workers: int = 0) -> list[Sample]:
+    render = partial(_render_clip, config=config, world=world, split=split, output=output)
+    indices = range(start, start + count)
+    progress = partial(tqdm, total=count, desc=f"{split} clips", unit="clip", disable=count < 50)
+    if num_workers == 0 or count < 2:
+        return list(progress(map(render, indices)))
+    # Rendering and x264 are single-threaded per clip: whole clips go to worker processes, results in order.
+    chunk = max(1, min(_CLIPS_PER_TASK, count // (4 * num_workers)))
+    with ProcessPoolExecutor(max_workers=num_workers) as pool:
+        return list(progress(pool.map(render, indices, chunksize=chunk)))
 
 
-def export_dataset(*, output: str | Path, config: ExportConfig) -> dict:
-    """Write the dataset described by ``config`` under ``output``; returns the manifest."""
+def export_dataset(*, output: str | Path, config: ExportConfig, num_workers: int = 0) -> dict:
+    """Write the dataset described by ``config`` under ``output``; returns the manifest. ``num_workers``
+    processes render and encode the clips (0: this process); the files are the same bytes either way."""
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
     output = Path(output)
     (output / "videos").mkdir(parents=True, exist_ok=True)
     (output / "images").mkdir(parents=True, exist_ok=True)
     world = world_for_holdout(config.world, config.holdout)
     train_world = config.train_world(world)
 
-    train = _video_samples(config=config, world=train_world, split="train", count=config.num_train, output=output)
-    held_out = _video_samples(config=config, world=world, split="eval", count=config.num_eval, output=output)
+    train = _video_samples(config=config, world=train_world, split="train", count=config.num_train, output=output,
+                           num_workers=num_workers)
+    held_out = _video_samples(config=config, world=world, split="eval", count=config.num_eval, output=output,
+                              num_workers=num_workers)
     # Indices after the SFT clips: the same distribution, scenes no SFT record shows.
     dpo_clips = _video_samples(config=config, world=train_world, split="train", count=config.num_dpo_clips, output=output,
-                               start=config.num_train)
+                               start=config.num_train, num_workers=num_workers)
     images = []
     for index in tqdm(range(config.num_images), desc="stills", unit="image", disable=config.num_images < 50):
         image = make_image_sample(seed=config.seed, split="train", index=index, config=train_world)

@@ -29,15 +29,20 @@ def decode(path):
 def exported(tmp_path_factory):
     a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
     export_dataset(output=a, config=ExportConfig(seed=3, **SMALL))
-    export_dataset(output=b, config=ExportConfig(seed=3, **SMALL))
+    # The second copy renders its clips in two worker processes: the files must not depend on it.
+    export_dataset(output=b, config=ExportConfig(seed=3, **SMALL), num_workers=2)
     return a, b
 
 
 def test_same_seed_same_bytes_and_frames(exported, tmp_path):
+    """Same seed, same files, whether the clips are rendered in this process or by workers."""
     a, b = exported
     for name in TEXT_FILES:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    for clip in sorted((a / "videos").glob("*.mp4")):
+    clips = sorted((a / "videos").glob("*.mp4"))
+    assert len(clips) == len(list((b / "videos").glob("*.mp4"))) > 0
+    for clip in clips:
+        assert clip.read_bytes() == (b / "videos" / clip.name).read_bytes(), clip.name
         assert np.array_equal(decode(clip), decode(b / "videos" / clip.name))
     for image in sorted((a / "images").glob("*.png")):
         assert (a / "images" / image.name).read_bytes() == (b / "images" / image.name).read_bytes()
@@ -221,7 +226,8 @@ def test_shipped_example_is_the_demo_worlds():
                                   ["--output", "X", "--background", "0,0,300"], ["--output", "X", "--shapes", "hexagon,square,cross"],
                                   ["--output", "X", "--shapes", "square,cross"], ["--output", "X", "--dpo-caption-share", "1.5"],
                                   ["--output", "X", "--max-objects", "2", "--train-count-weights", "1,x"],
-                                  ["--output", "X", "--max-objects", "2", "--train-count-weights", "1,2,3"], []])
+                                  ["--output", "X", "--max-objects", "2", "--train-count-weights", "1,2,3"],
+                                  ["--output", "X", "--num-workers", "-1"], []])
 def test_cli_bad_values_exit_2(args, tmp_path):
     args = [a.replace("X", str(tmp_path / "out")) for a in args]
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_synthetic.py"), *args],
