@@ -17,7 +17,7 @@ import os
 import random
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,10 @@ __all__ = [
     "plan_micro_batches",
     "MicroBatchSampler",
 ]
+
+
+# Declared frame counts of the videos under a MediaLoader's cache_dir (see MediaLoader.read_frame_counts).
+_FRAME_COUNTS = "frame_counts.json"
 
 
 @dataclass
@@ -138,6 +142,46 @@ class MediaLoader:
             rgb = img.convert("RGB")
         return preprocess_anyres_image(rgb, self.processor)
 
+    def read_frame_counts(self, paths: Iterable[str]) -> None:
+        """Read the declared frame counts of ``paths`` for :meth:`estimated_frames` in one pass. With ``cache_dir``
+        they are also kept there (``frame_counts.json``, keyed by path, size and modification time), so a later
+        process reads one file instead of opening every container again (~0.5 ms a clip: ~13 s for the demo
+        recipe's 24,000 clips, at every training stage)."""
+        if self.fps is not None:
+            return  # estimates do not use the header
+        from llava_video.data.video import header_frame_count
+
+        index_file = Path(self.cache_dir) / _FRAME_COUNTS if self.cache_dir else None
+        stored: dict[str, int | None] = {}
+        if index_file is not None and index_file.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(index_file.read_text())
+                stored = loaded if isinstance(loaded, dict) else {}
+        learned = False
+        for path in dict.fromkeys(paths):
+            if path in self._header_frames:
+                continue
+            try:
+                stat = os.stat(path)
+            except OSError:
+                self._header_frames[path] = None  # a missing file: the load reports it
+                continue
+            key = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
+            if key in stored and (stored[key] is None or isinstance(stored[key], int)):
+                self._header_frames[path] = stored[key]
+            else:
+                self._header_frames[path] = stored[key] = header_frame_count(path)
+                learned = True
+        if index_file is not None and learned:
+            partial = index_file.with_name(f"{index_file.name}.{os.getpid()}.partial")
+            try:
+                index_file.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(stored))
+                os.replace(partial, index_file)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    partial.unlink()  # the index only saves time; the medium cache warns about an unwritable folder
+
     @property
     def expected_frames(self) -> int:
         """Frames a video yields when it is long enough (for length estimates before decoding)."""
@@ -232,6 +276,7 @@ class ConversationDataset(EncodingDataset):
     def _estimate_lengths(self) -> list[int]:
         """Text tokens + visual tokens per record (image and video headers read: ``MediaLoader.estimated_frames``).
         For length grouping only; exact lengths come from loading."""
+        self.media.read_frame_counts(path for r in self.records for path in r.videos)
         texts = [" ".join(str(t.get("value", t.get("content", ""))) for t in r.conversations) for r in self.records]
         text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
         return [n + self._visual_estimate(r) for n, r in zip(text_lens, self.records)]

@@ -128,6 +128,7 @@ class PreferenceDataset(EncodingDataset):
 
     def _estimate_lengths(self) -> list[int]:
         """Tokens per pair (both sequences: prompt and answer twice, the video's tokens twice)."""
+        self.media.read_frame_counts(p.video for p in self.pairs)
         texts = [f"{p.prompt} {p.chosen} {p.prompt} {p.rejected}" for p in self.pairs]
         text_lens = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         return [n + 2 * self.config.video_token_count(self.media.estimated_frames(p.video)) for n, p in zip(text_lens, self.pairs)]

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -272,3 +274,35 @@ def test_video_length_estimates_read_the_clip_header(tmp_path):
     assert media.video(short).shape[0] == 4
     assert _media(num_frames=8, max_frames=6).estimated_frames(long) == 6
     assert _media(num_frames=8, fps=2.0).estimated_frames(short) == 8
+
+
+def test_frame_counts_are_kept_beside_the_disk_cache(tmp_path, monkeypatch):
+    """With ``cache_dir`` the declared frame counts are read once and stored: a later loader (the next training
+    stage) gets them without opening a container, and a file rewritten since is read again."""
+    import llava_video.data.video as video_module
+
+    short, long = _clip(tmp_path / "a.mp4", 4), _clip(tmp_path / "b.mp4", 12)
+    cache = tmp_path / "cache"
+    first = _media(num_frames=8, cache_dir=str(cache))
+    first.read_frame_counts([short, long, short])
+    assert [first.estimated_frames(p) for p in (short, long)] == [4, 8]
+    assert (cache / "frame_counts.json").is_file()
+
+    def no_header(path):
+        raise AssertionError(f"opened {path}")
+
+    monkeypatch.setattr(video_module, "header_frame_count", no_header)
+    second = _media(num_frames=8, cache_dir=str(cache))
+    second.read_frame_counts([short, long])
+    assert [second.estimated_frames(p) for p in (short, long)] == [4, 8]
+
+    monkeypatch.undo()
+    _clip(tmp_path / "a.mp4", 6)  # the same path, another file: its stored count is stale
+    third = _media(num_frames=8, cache_dir=str(cache))
+    third.read_frame_counts([short])
+    assert third.estimated_frames(short) == 6
+    (cache / "frame_counts.json").write_text("not json")  # a damaged index is read around, then replaced
+    fourth = _media(num_frames=8, cache_dir=str(cache))
+    fourth.read_frame_counts([long])
+    assert fourth.estimated_frames(long) == 8
+    assert json.loads((cache / "frame_counts.json").read_text())
