@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "only (SFT and DPO clips, stills); held-out clips keep the uniform draw")
     parser.add_argument("--dpo-caption-share", type=float, default=0.2,
                         help="DPO prompts that ask for a description (judged against the whole caption) instead of a question")
+    parser.add_argument("--dpo-mc-share", type=float, default=0.0,
+                        help="DPO training prompts' questions written as multiple choice in the NExT-QA eval prompt "
+                             "format (the held-out DPO prompts stay open)")
     parser.add_argument("--holdout", choices=("seeds", "combos"), default="seeds",
                         help="held-out split: new scenes (seeds) or also unseen colour/shape pairs (combos)")
     parser.add_argument("--crf", type=int, default=0, help="x264 quality, 0 = lossless")
@@ -118,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         long_frames=args.long_frames, long_share=args.long_share,
         questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
         mc_answer=args.mc_answer, kind_weights=args.kind_weights, train_count_weights=args.train_count_weights,
-        dpo_caption_share=args.dpo_caption_share,
+        dpo_caption_share=args.dpo_caption_share, dpo_mc_share=args.dpo_mc_share,
         holdout=args.holdout, crf=args.crf, world=world,
     )
     counts = export_dataset(output=args.output, config=config, num_workers=args.num_workers)["counts"]

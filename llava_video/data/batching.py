@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from llava_video.atomic import write_json_atomic
 from llava_video.config import LlavaVideoConfig
 from llava_video.data.conversation import encode_conversation, llava_record_to_messages
 from llava_video.data.records import Modality, Record
@@ -173,14 +174,10 @@ class MediaLoader:
                 self._header_frames[path] = stored[key] = header_frame_count(path)
                 learned = True
         if index_file is not None and learned:
-            partial = index_file.with_name(f"{index_file.name}.{os.getpid()}.partial")
-            try:
-                index_file.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps(stored))
-                os.replace(partial, index_file)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    partial.unlink()  # the index only saves time; the medium cache warns about an unwritable folder
+            # The index only saves time: an unwritable folder costs the next process the header reads again
+            # (the medium cache warns about it).
+            with contextlib.suppress(OSError):
+                write_json_atomic(index_file, stored, indent=None)
 
     @property
     def expected_frames(self) -> int:

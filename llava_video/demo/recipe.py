@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import yaml
 
+from llava_video.atomic import write_json_atomic
 from llava_video.errors import ConfigError, LlavaVideoError
 
 if TYPE_CHECKING:
@@ -200,12 +201,6 @@ def _model_dir(run_dir: Path) -> Path:
     return resolve_model_path(run_dir)
 
 
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _mc_metrics(eval_dir: Path) -> dict[str, Any]:
     return json.loads((eval_dir / "metrics.json").read_text())
 
@@ -281,7 +276,7 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
         report["stages"][name] = {"done": True, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
                                   **({"result": result} if result else {})}
         report["total_seconds"] = round(sum(s["seconds"] for s in report["stages"].values()), 1)
-        _write_report(report_path, report)
+        write_json_atomic(report_path, report)
         echo(f"[demo] {name}: {seconds:.1f} s")
     return report
 

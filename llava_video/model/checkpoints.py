@@ -8,9 +8,7 @@ write and loading is one renaming table per layout. Weights are read from safete
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +16,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from llava_video.atomic import atomic_path, write_text_atomic
 from llava_video.config import CONFIG_FILENAME, LlavaVideoConfig
 from llava_video.errors import CheckpointError, ConfigError
 from llava_video.runtime import resolve_attention, resolve_device, resolve_dtype
@@ -312,13 +311,6 @@ def _load_tokenizer(directory: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_pretrained(
     model: Any,
     directory: str | Path,
@@ -341,14 +333,14 @@ def save_pretrained(
     config_json = json.dumps(config.to_hf_dict(), indent=2) + "\n"
     if layout == "original":
         raise ConfigError("writing the original LLaVA-NeXT config is not supported; use from_native_keys for weights")
-    _atomic_write_text(directory / "config.json", config_json)
-    _atomic_write_text(directory / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_text_atomic(directory / "config.json", config_json)
+    write_text_atomic(directory / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(directory))
     if model.image_processor is not None:
         proc = model.image_processor
         proc_dict = proc if isinstance(proc, dict) else proc.to_hf_dict()
-        _atomic_write_text(directory / "preprocessor_config.json", json.dumps(proc_dict, indent=2) + "\n")
+        write_text_atomic(directory / "preprocessor_config.json", json.dumps(proc_dict, indent=2) + "\n")
     return directory
 
 
@@ -373,13 +365,12 @@ def _write_weights(state: dict[str, torch.Tensor], directory: Path, max_shard_by
         _atomic_save(shard, directory / name)
         weight_map.update(dict.fromkeys(shard, name))
     total = sum(v.numel() * v.element_size() for v in state.values())
-    _atomic_write_text(
+    write_text_atomic(
         directory / "model.safetensors.index.json",
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n",
     )
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from llava_video.atomic import write_bytes_atomic
 from llava_video.data.encode import write_video
 from llava_video.errors import ConfigError
 from llava_video.synthetic.language import KIND_TO_NEXTQA, VIDEO_CAPTION_PROMPTS, select_questions
@@ -44,6 +44,7 @@ from llava_video.synthetic.samples import (
     Sample,
     Split,
     caption_conversation,
+    mc_turn,
     make_image_sample,
     make_video_sample,
     qa_conversation,
@@ -98,6 +99,10 @@ class ExportConfig:
     # Stage-2 question kinds drawn more (weight > 1) or less often; kinds not named weigh 1. ((kind, weight), ...)
     kind_weights: tuple[tuple[str, float], ...] = ()
     dpo_caption_share: float = 0.2
+    # A share of the DPO *training* prompts' questions written in the evaluation's multiple-choice format (the
+    # held-out DPO prompts stay open, so the judge comparison measures what it always did). Sampled answers to
+    # them include the model's own phrases that are no option, which the judge scores low.
+    dpo_mc_share: float = 0.0
     # Object-count weights (one per count, min_objects..max_objects) for the training split only: SFT clips, DPO
     # clips and stills. Held-out clips keep the world's own draw, so the evaluation measures the world as it is.
     train_count_weights: tuple[float, ...] = ()
@@ -123,7 +128,7 @@ class ExportConfig:
             raise ConfigError(f"clip_seconds: must be > 0, got {self.clip_seconds}")
         if self.turns < 1 or self.questions_per_eval_clip < 1:
             raise ConfigError("turns and questions_per_eval_clip: must be >= 1")
-        for name in ("caption_share", "dpo_caption_share", "mc_share"):
+        for name in ("caption_share", "dpo_caption_share", "dpo_mc_share", "mc_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check_kind_weights(self.kind_weights)
@@ -151,12 +156,6 @@ def check_kind_weights(pairs: Iterable[tuple[str, float]], *, name: str = "kind_
             raise ConfigError(f"{name}: the weight of {kind!r} must be > 0, got {weight}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _json_bytes(obj: object) -> bytes:
     return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -181,7 +180,7 @@ def write_clip(path: Path, frames: np.ndarray, *, fps: float, crf: int) -> Path:
 def _write_png(path: Path, frame: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="PNG")
-    _write_atomic(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _record(sample: Sample, conversations: list[dict[str, str]]) -> dict:
@@ -195,13 +194,16 @@ def _interleave(videos: list[dict], images: list[dict], *, rng: np.random.Genera
     return [records[int(i)] for i in rng.permutation(len(records))]
 
 
-def _dpo_prompt(sample: Sample, *, rng: np.random.Generator, caption_share: float) -> dict:
+def _dpo_prompt(sample: Sample, *, rng: np.random.Generator, caption_share: float, mc_share: float = 0.0) -> dict:
     if rng.random() < caption_share:
         question = VIDEO_CAPTION_PROMPTS[int(rng.integers(0, len(VIDEO_CAPTION_PROMPTS)))]
         reference, kind, qtype = sample.caption, "caption", "caption"
     else:
         qa = select_questions(list(sample.qas), rng=rng, count=1)[0]
         question, reference, kind, qtype = qa.question, qa.answer, qa.kind, qa.nextqa_type
+        # No extra draw when mc_share is 0, so prompts made without it are unchanged.
+        if mc_share > 0 and rng.random() < mc_share:
+            question, reference = mc_turn(qa, answer="text")
     return {
         "id": f"{sample.id}_dpo",
         "video": f"videos/{sample.id}.mp4",
@@ -333,7 +335,7 @@ def export_dataset(*, output: str | Path, config: ExportConfig, num_workers: int
     dpo_pool = dpo_clips or train
     dpo = [
         _dpo_prompt(dpo_pool[i % len(dpo_pool)], rng=np.random.default_rng(np.random.SeedSequence([config.seed, 3, i])),
-                    caption_share=config.dpo_caption_share)
+                    caption_share=config.dpo_caption_share, mc_share=config.dpo_mc_share)
         for i in range(config.num_dpo)
     ]
     dpo_eval = [
@@ -366,7 +368,7 @@ def export_dataset(*, output: str | Path, config: ExportConfig, num_workers: int
     if open_only:
         files["stage2_open.json"] = _json_bytes(open_only)
     for name, data in files.items():
-        _write_atomic(output / name, data)
+        write_bytes_atomic(output / name, data)
     type_counts: dict[str, int] = {}
     for row in mc_rows:
         type_counts[row["type"]] = type_counts.get(row["type"], 0) + 1
@@ -388,7 +390,7 @@ def export_dataset(*, output: str | Path, config: ExportConfig, num_workers: int
         },
         "files": sorted(files) + ["videos/", "images/"],
     }
-    _write_atomic(output / "manifest.json", _json_bytes(manifest))
+    write_bytes_atomic(output / "manifest.json", _json_bytes(manifest))
     return manifest
 
 
@@ -422,5 +424,5 @@ def write_example(*, output_dir: str | Path, seed: int, frames: int = 32, world:
         ],
     }
     meta = output_dir / "clip.json"
-    _write_atomic(meta, _json_bytes(truth))
+    write_bytes_atomic(meta, _json_bytes(truth))
     return clip, meta

@@ -12,7 +12,8 @@ answer and the model's answer). The world's language is small, so answers can be
 
 An extra word is *wrong* when it is of a kind the reference or the question uses (another colour when
 the question asks for a colour, "green" about "the red object") or when the caption does not have it. Repeating the
-question's words ("the red square moves left") is not penalised.
+question's words ("the red square moves left") is not penalised; the options a multiple-choice prompt lists
+below its question are not the question's words.
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ def score_answer(*, caption: str, question: str, reference: str, answer: str) ->
     if not reference_words:
         # Nothing to check against: an answer that stays within the caption's facts is acceptable.
         return 3 if answer_words <= set(content_words(caption)) | set(content_words(question)) else 2
-    question_words = set(content_words(question))
+    # Only the question's first line: a multiple-choice prompt lists its options below it, and an option is a
+    # candidate answer, not something the question says (the wrong options' words are still wrong).
+    question_words = set(content_words(question.split("\n", 1)[0]))
     caption_words = set(content_words(caption))
     reference_kinds = {word_kind(w) for w in reference_words}
     matched = reference_words & answer_words

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llava_video.atomic import atomic_path
 from llava_video.errors import CheckpointError
 
 __all__ = [
@@ -144,9 +145,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_torch(path: Path) -> Any:

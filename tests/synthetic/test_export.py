@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from llava_video.errors import ConfigError
+from llava_video.evaluation.nextqa import MC_INSTRUCTION
 from llava_video.synthetic.export import MC_COLUMNS, OE_COLUMNS, ExportConfig, export_dataset, write_example
 from llava_video.synthetic.language import IMAGE_CAPTION_PROMPTS, VIDEO_CAPTION_PROMPTS
 from llava_video.synthetic.samples import make_video_sample
@@ -178,6 +179,30 @@ def test_llava_records(exported):
         assert sum(t["value"].count("<") for t in turns) == 1
     assert {("video" in r) for r in stage2} == {True, False}
     assert all(len(r["conversations"]) == 2 for r in stage1)
+
+
+def test_dpo_mc_share_writes_training_questions_as_multiple_choice(tmp_path):
+    """``dpo_mc_share`` rewrites DPO training questions in the evaluation's multiple-choice prompt, referenced by
+    the right option's text; descriptions, the held-out DPO prompts and the SFT files stay byte for byte."""
+    out = tmp_path / "dpo_mc"
+    export_dataset(output=out, config=ExportConfig(seed=3, dpo_mc_share=1.0, **{**SMALL, "num_dpo": 12}))
+    plain = tmp_path / "plain"
+    export_dataset(output=plain, config=ExportConfig(seed=3, **{**SMALL, "num_dpo": 12}))
+    rows = [json.loads(line) for line in (out / "dpo_prompts.jsonl").read_text().splitlines()]
+    before = [json.loads(line) for line in (plain / "dpo_prompts.jsonl").read_text().splitlines()]
+    questions = [(r, b) for r, b in zip(rows, before) if r["kind"] != "caption"]
+    assert questions and len(questions) < len(rows)  # both kinds of prompt present at the default caption share
+    for row, old in questions:
+        lines = row["question"].split("\n")
+        assert lines[0] == old["question"] and lines[-1] == MC_INSTRUCTION
+        options = [line.split(". ", 1)[1] for line in lines[1:-1]]
+        assert len(options) == 5 and row["reference"] == old["reference"] and old["reference"] in options
+    assert [r for r in rows if r["kind"] == "caption"] == [b for b in before if b["kind"] == "caption"]
+    for name in ("stage1.json", "stage2.json", "nextqa_mc.csv", "dpo_eval_prompts.jsonl"):
+        assert (out / name).read_bytes() == (plain / name).read_bytes(), name
+    assert (plain / "dpo_prompts.jsonl").read_bytes() != (out / "dpo_prompts.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match="dpo_mc_share"):
+        ExportConfig(**SMALL, dpo_mc_share=1.5)
 
 
 def test_dpo_prompts_and_manifest(exported):

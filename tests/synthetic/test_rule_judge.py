@@ -40,6 +40,18 @@ def test_scores(question, reference, answer, score):
     assert score_answer(caption=CAPTION, question=question, reference=reference, answer=answer) == score
 
 
+def test_multiple_choice_options_are_not_the_questions_words():
+    """The options listed under a multiple-choice question are candidates, not facts the question states:
+    answering with a wrong option is scored as the wrong answer it is."""
+    options = ["the purple cross turns green", "the blue triangle turns yellow", "the red circle disappears",
+               "the purple cross appears", "the blue triangle moves up"]
+    question = AFTER + "\n" + "\n".join(f"{l}. {o}" for l, o in zip("ABCDE", options)) + "\nAnswer with the option."
+    right, wrong = options[0], options[1]
+    assert score_answer(caption=CAPTION, question=question, reference=right, answer=right) == 5
+    assert score_answer(caption=CAPTION, question=question, reference=right, answer=wrong) == \
+        score_answer(caption=CAPTION, question=AFTER, reference=right, answer=wrong) == 2
+
+
 def test_content_words_normalise():
     assert content_words("Two large Squares in the center, not moving; it appeared") == [
         "two", "big", "square", "centre", "still", "appears"]
