@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from llava_video.atomic import write_json_atomic
+from llava_video.atomic import atomic_path, write_json_atomic
 from llava_video.config import LlavaVideoConfig
 from llava_video.data.conversation import encode_conversation, llava_record_to_messages
 from llava_video.data.records import Modality, Record
@@ -114,16 +114,12 @@ class MediaLoader:
                 pass  # an unreadable entry (not one of ours, or damaged): decode again and replace it
         value = load()
         pixels, meta = (value[0], {"size": json.dumps(list(value[1]))}) if kind == "image" else (value, {})
-        partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"pixels": pixels.contiguous()}, str(partial), metadata=meta)
-            os.replace(partial, file)
+            with atomic_path(file) as partial:
+                save_file({"pixels": pixels.contiguous()}, str(partial), metadata=meta)
         except OSError as exc:
             # The cache only saves time: a full disk or a read-only folder must not turn good records into bad
             # ones (the dataset counts an OSError from loading as a bad record), so say so once and go on.
-            with contextlib.suppress(OSError):
-                partial.unlink()
             if not self._disk_warned:
                 warnings.warn(f"data.media_cache_dir {self.cache_dir}: cannot write ({exc}); decoding without the disk cache",
                               stacklevel=2)
@@ -156,7 +152,7 @@ class MediaLoader:
         stored: dict[str, int | None] = {}
         if index_file is not None and index_file.is_file():
             with contextlib.suppress(OSError, ValueError):
-                loaded = json.loads(index_file.read_text())
+                loaded = json.loads(index_file.read_text(encoding="utf-8"))
                 stored = loaded if isinstance(loaded, dict) else {}
         learned = False
         for path in dict.fromkeys(paths):

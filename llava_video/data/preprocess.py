@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llava_video.atomic import write_text_atomic
 from llava_video.errors import ConfigError
 from llava_video.model.anyres import select_best_resolution
 
@@ -135,15 +135,7 @@ class ImageProcessorConfig:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / PREPROCESSOR_CONFIG_NAME
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".preprocessor_config.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.to_hf_dict(), handle, indent=2)
-                handle.write("\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(target, json.dumps(self.to_hf_dict(), indent=2) + "\n")
         return target
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from llava_video.atomic import write_text_atomic
 from llava_video.errors import ConfigError, InputError
 
 __all__ = [
@@ -106,11 +107,7 @@ class BadRecordReport:
         return f"bad records: {len(self.items)} ({kinds}) - {shown}{more}"
 
     def write_jsonl(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(b.__dict__) + "\n" for b in self.items))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(json.dumps(b.__dict__) + "\n" for b in self.items))
 
 
 # ---- sampling strategies ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from llava_video.atomic import write_text_atomic
 from llava_video.errors import InputError
 
 __all__ = ["greedy_judge_scores", "paired_score_difference"]
@@ -49,10 +50,7 @@ def greedy_judge_scores(*, model_dir: str | Path, prompts: str | Path, frames: i
     for item in scored:
         by_kind.setdefault(item["kind"], []).append(item["score"])
     if output is not None:
-        output = Path(output)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text("".join(json.dumps(item) + "\n" for item in scored))
-        tmp.replace(output)
+        write_text_atomic(output, "".join(json.dumps(item) + "\n" for item in scored))
     return {
         "count": len(scored),
         "mean_score": sum(s["score"] for s in scored) / max(1, len(scored)),

@@ -213,7 +213,7 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
     report_path = out / "report.json"
-    report: dict[str, Any] = json.loads(report_path.read_text()) if report_path.is_file() else {"stages": {}}
+    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"stages": {}}
     data, frames, seed = out / "data", str(recipe.frames), str(recipe.seed)
     cfg = recipe.config_dir
     # Decoded clips are kept on disk for the later stages and reruns: each SFT stage reads every clip, and

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llava_video.atomic import atomic_path
+from llava_video.atomic import atomic_path, write_text_atomic
 from llava_video.errors import CheckpointError
 
 __all__ = [
@@ -156,9 +156,7 @@ def load_torch(path: Path) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_train_state(checkpoint: Path) -> TrainState:
