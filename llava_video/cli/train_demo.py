@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="run folder (reused to resume: finished stages are skipped)")
     p.add_argument("--config-dir", type=Path, default=None, help="recipe folder (default configs/demo)")
     p.add_argument("--install", action="store_true", help="copy the final model into llava_video/assets/demo")
+    p.add_argument("--keep-media-cache", action="store_true",
+                   help="keep the training stages' decoded clips (OUTPUT/media_cache, ~4.3 GB) after DPO")
     return p
 
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         from llava_video.demo.recipe import REPO_ROOT, run_demo_recipe
 
         report = run_demo_recipe(output=args.output, config_dir=args.config_dir or REPO_ROOT / "configs" / "demo",
-                                 install=args.install)
+                                 install=args.install, keep_media_cache=args.keep_media_cache)
         print(json.dumps({name: stage["seconds"] for name, stage in report["stages"].items()}
                          | {"total_seconds": report["total_seconds"]}))
         return 0

@@ -11,6 +11,7 @@ would type; see docs/demo.md):
     judge    tools/judge.py --backend rule    the synthetic rule judge with the ground-truth caption
     pairs    tools/build_pairs.py             best vs worst per prompt
     dpo      tools/train.py configs/demo/dpo.yaml
+    drop_media_cache   delete the training stages' decoded clips (unless keep_media_cache=True)
     eval_dpo tools/eval_nextqa.py --task mc
     judge_scores  greedy answers to held-out DPO prompts, judged, before vs after DPO
     install  copy the final model into llava_video/assets/demo (only with install=True)
@@ -40,7 +41,7 @@ from llava_video.errors import ConfigError, LlavaVideoError
 if TYPE_CHECKING:
     from llava_video.synthetic.world import WorldConfig
 
-__all__ = ["DemoRecipe", "DemoData", "DemoDPO", "DemoEval", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "REPO_ROOT", "DEMO_ASSET_DIR"]
+__all__ = ["DemoRecipe", "DemoData", "DemoDPO", "DemoEval", "load_demo_recipe", "run_demo_recipe", "install_model", "run_command", "tool_command", "remove_media_cache", "REPO_ROOT", "DEMO_ASSET_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_ASSET_DIR = REPO_ROOT / "llava_video" / "assets" / "demo"
@@ -206,8 +207,11 @@ def _mc_metrics(eval_dir: Path) -> dict[str, Any]:
 
 
 def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / "configs" / "demo", install: bool = False,
-                    echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every stage into ``output``; returns the report (stage times, accuracies, judge scores)."""
+                    keep_media_cache: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every stage into ``output``; returns the report (stage times, accuracies, judge scores).
+
+    The training stages' decoded-clip cache (``output/media_cache``, ~4.3 GB) is deleted once the last of them
+    (DPO) is done, unless ``keep_media_cache``: nothing after them reads it, and a few kept runs fill a disk."""
     recipe = load_demo_recipe(config_dir)
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -216,8 +220,8 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
     report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"stages": {}}
     data, frames, seed = out / "data", str(recipe.frames), str(recipe.seed)
     cfg = recipe.config_dir
-    # Decoded clips are kept on disk for the later stages and reruns: each SFT stage reads every clip, and
-    # decoding them again costs about half a minute a stage.
+    # Decoded clips are kept on disk for the later SFT stages (and a rerun of them): each reads every clip, and
+    # decoding them again costs about half a minute a stage. Stage drop_media_cache deletes them after DPO.
     common = [f"data.image_root={data}", f"data.video_root={data}", f"runtime.seed={recipe.seed}",
               f"data.media_cache_dir={out / 'media_cache'}"]
 
@@ -258,6 +262,7 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
             json.loads((out / "dpo" / "pairs.jsonl.report.json").read_text()))[1]),
         ("dpo", lambda: train("dpo.yaml", init=out / "stage2", records=out / "dpo" / "pairs.jsonl", output=out / "dpo" / "train",
                               num_frames=recipe.frames)),
+        *([] if keep_media_cache else [("drop_media_cache", lambda: remove_media_cache(out / "media_cache"))]),
         ("eval_dpo", lambda: (run_command(eval_mc(out / "dpo" / "train", "eval_dpo"), log=log), _mc_metrics(out / "eval_dpo"))[1]),
         ("judge_scores", lambda: _judge_scores(out=out, data=data, frames=recipe.frames,
                                                max_new_tokens=recipe.dpo.max_new_tokens,
@@ -312,6 +317,17 @@ def _judge_scores(*, out: Path, data: Path, frames: int, max_new_tokens: int, ba
             for name in ("stage2", "dpo")}
     result["dpo_minus_stage2"] = paired_score_difference(rows["stage2"], rows["dpo"])
     return result
+
+
+def remove_media_cache(path: str | Path) -> dict[str, Any]:
+    """Delete a decoded-clip cache folder; returns what it held (``files``, ``bytes``; zeros when absent)."""
+    path = Path(path)
+    if not path.is_dir():
+        return {"path": str(path), "files": 0, "bytes": 0}
+    files = [f for f in path.rglob("*") if f.is_file()]
+    freed = sum(f.stat().st_size for f in files)
+    shutil.rmtree(path)
+    return {"path": str(path), "files": len(files), "bytes": freed}
 
 
 def install_model(model_dir: str | Path, *, target: Path = DEMO_ASSET_DIR) -> Path:

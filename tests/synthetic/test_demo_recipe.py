@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llava_video.demo.recipe import remove_media_cache
 from llava_video.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +201,21 @@ def test_tokenizer_corpus_reads_no_held_out_text(initial_model):
     finally:
         held_out.write_text(saved)
     assert not any("zebra" in text for text in before)
+
+
+def test_remove_media_cache_reports_and_deletes(tmp_path):
+    cache = tmp_path / "media_cache"
+    (cache / "ab").mkdir(parents=True)
+    (cache / "ab" / "clip.safetensors").write_bytes(b"x" * 100)
+    (cache / "frame_counts.json").write_text("{}")
+    assert remove_media_cache(cache) == {"path": str(cache), "files": 2, "bytes": 102}
+    assert not cache.exists()
+    # A second call (a resumed run) finds nothing and says so.
+    assert remove_media_cache(cache) == {"path": str(cache), "files": 0, "bytes": 0}
+
+
+def test_train_demo_keeps_the_media_cache_only_when_asked():
+    from llava_video.cli.train_demo import build_parser
+
+    assert build_parser().parse_args(["--output", "r"]).keep_media_cache is False
+    assert build_parser().parse_args(["--output", "r", "--keep-media-cache"]).keep_media_cache is True
