@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", type=Path, default=None, help="recipe folder (default configs/demo)")
     p.add_argument("--install", action="store_true", help="copy the final model into llava_video/assets/demo")
     p.add_argument("--keep-media-cache", action="store_true",
-                   help="keep the training stages' decoded clips (OUTPUT/media_cache, ~4.3 GB) after DPO")
+                   help="keep the training stages' decoded clips (OUTPUT/media_cache, ~4.4 GB) after DPO")
     return p
 
 

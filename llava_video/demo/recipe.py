@@ -210,7 +210,7 @@ def run_demo_recipe(*, output: str | Path, config_dir: str | Path = REPO_ROOT / 
                     keep_media_cache: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage into ``output``; returns the report (stage times, accuracies, judge scores).
 
-    The training stages' decoded-clip cache (``output/media_cache``, ~4.3 GB) is deleted once the last of them
+    The training stages' decoded-clip cache (``output/media_cache``, ~4.4 GB) is deleted once the last of them
     (DPO) is done, unless ``keep_media_cache``: nothing after them reads it, and a few kept runs fill a disk."""
     recipe = load_demo_recipe(config_dir)
     out = Path(output).resolve()
