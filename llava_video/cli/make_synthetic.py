@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--turns", type=int, default=3, help="question turns per stage-2 record")
     parser.add_argument("--questions-per-clip", type=int, default=5, help="held-out questions per clip")
     parser.add_argument("--caption-share", type=float, default=0.1, help="stage-2 video records that start with a caption turn")
+    parser.add_argument("--brief-caption-share", type=float, default=0.0,
+                        help="stage-2 video caption turns answered without the clip's events (same prompts)")
     parser.add_argument("--mc-share", type=float, default=0.0,
                         help="stage-2 question turns written as multiple choice in the NExT-QA eval prompt format")
     parser.add_argument("--mc-answer", choices=("letter", "text"), default="letter",
@@ -119,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
         num_dpo=args.num_dpo, num_dpo_eval=args.num_dpo_eval, num_dpo_clips=args.num_dpo_clips,
         frames=args.frames or 16, turns=args.turns,
         long_frames=args.long_frames, long_share=args.long_share,
-        questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share, mc_share=args.mc_share,
+        questions_per_eval_clip=args.questions_per_clip, caption_share=args.caption_share,
+        brief_caption_share=args.brief_caption_share, mc_share=args.mc_share,
         mc_answer=args.mc_answer, kind_weights=args.kind_weights, train_count_weights=args.train_count_weights,
         dpo_caption_share=args.dpo_caption_share, dpo_mc_share=args.dpo_mc_share,
         holdout=args.holdout, crf=args.crf, world=world,

@@ -70,6 +70,7 @@ class DemoData:
     num_dpo_clips: int
     turns: int
     caption_share: float
+    brief_caption_share: float
     mc_share: float
     mc_answer: Literal["letter", "text"]
     kind_weights: dict[str, float]
@@ -148,7 +149,7 @@ class DemoRecipe:
         d = self.data
         sizes = {"--num-train": d.num_train, "--num-images": d.num_images, "--num-eval": d.num_eval, "--num-dpo": d.num_dpo,
                  "--num-dpo-eval": d.num_dpo_eval, "--num-dpo-clips": d.num_dpo_clips, "--turns": d.turns, "--caption-share": d.caption_share,
-                 "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--long-frames": d.long_frames,
+                 "--brief-caption-share": d.brief_caption_share, "--mc-share": d.mc_share, "--mc-answer": d.mc_answer, "--long-frames": d.long_frames,
                  "--long-share": d.long_share, "--dpo-caption-share": self.dpo.caption_share,
                  "--kind-weights": ",".join(f"{kind}={weight}" for kind, weight in d.kind_weights.items())}
         if d.train_count_weights:

@@ -94,6 +94,9 @@ class ExportConfig:
     turns: int = 3
     questions_per_eval_clip: int = 5
     caption_share: float = 0.1
+    # A share of the stage-2 video caption turns answered without the clip's events (the same prompts), as real
+    # instruction data answers "describe" more or less fully; the judge's reference stays the whole caption.
+    brief_caption_share: float = 0.0
     mc_share: float = 0.0  # stage-2 question turns written as NExT-QA multiple choice
     mc_answer: MCAnswer = "letter"  # how those turns are answered: the option's letter or its text
     # Stage-2 question kinds drawn more (weight > 1) or less often; kinds not named weigh 1. ((kind, weight), ...)
@@ -128,7 +131,7 @@ class ExportConfig:
             raise ConfigError(f"clip_seconds: must be > 0, got {self.clip_seconds}")
         if self.turns < 1 or self.questions_per_eval_clip < 1:
             raise ConfigError("turns and questions_per_eval_clip: must be >= 1")
-        for name in ("caption_share", "dpo_caption_share", "dpo_mc_share", "mc_share"):
+        for name in ("caption_share", "brief_caption_share", "dpo_caption_share", "dpo_mc_share", "mc_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         check_kind_weights(self.kind_weights)
@@ -318,7 +321,8 @@ def export_dataset(*, output: str | Path, config: ExportConfig, num_workers: int
         def record(sample: Sample, rng: np.random.Generator, caption_share: float) -> dict:
             return _record(sample, qa_conversation(sample, rng=rng, turns=config.turns, caption_share=caption_share,
                                                    mc_share=mc_share, mc_answer=config.mc_answer,
-                                                   kind_weights=kind_weights))
+                                                   kind_weights=kind_weights,
+                                                   brief_caption_share=config.brief_caption_share))
 
         return _interleave([record(s, rngs[i], config.caption_share) for i, s in enumerate(train)],
                            [record(s, rngs[len(train) + i], 0.0) for i, s in enumerate(images)], rng=layout_rng)

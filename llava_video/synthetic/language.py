@@ -110,11 +110,14 @@ def _by_first_appearance(scene: Scene) -> list[SceneObject]:
     return sorted(scene.objects, key=lambda o: (o.first_time, o.centre_at(o.first_time)[0]))
 
 
-def video_caption(scene: Scene) -> str:
-    """A detailed caption: count, each object (size, colour, shape, start place, motion), events in order."""
+def video_caption(scene: Scene, *, with_events: bool = True) -> str:
+    """A detailed caption: count, each object (size, colour, shape, start place, motion), events in order.
+    ``with_events=False``: the same without the events, the briefer description some SFT captions give."""
     parts = [_count_sentence(len(scene.objects))]
     for obj in _by_first_appearance(scene):
         parts.append(f"A {obj.size} {_name(obj)}{_region_phrase(obj, scene, obj.first_time)} {_MOTION_PHRASES[obj.direction]}.")
+    if not with_events:
+        return " ".join(parts)
     events = scene.events()
     if not events:
         parts.append("Nothing appears, disappears or changes colour.")

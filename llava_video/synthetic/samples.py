@@ -192,18 +192,24 @@ def mc_turn(qa: QA, *, answer: MCAnswer = "letter") -> tuple[str, str]:
 
 def qa_conversation(
     sample: Sample, *, rng: np.random.Generator, turns: int, caption_share: float = 0.0, mc_share: float = 0.0,
-    mc_answer: MCAnswer = "letter", kind_weights: Mapping[str, float] | None = None,
+    mc_answer: MCAnswer = "letter", kind_weights: Mapping[str, float] | None = None, brief_caption_share: float = 0.0,
 ) -> list[dict[str, str]]:
     """Up to ``turns`` question/answer turns over different kinds; with probability ``caption_share`` the
     first turn asks for the detailed caption instead (so the SFT model can also describe). Each question
     turn is multiple choice with probability ``mc_share`` (no extra draws when it is 0, so datasets made
-    without it are unchanged). ``kind_weights``: see :func:`select_questions`."""
+    without it are unchanged). ``kind_weights``: see :func:`select_questions`. A video caption turn answers
+    with the caption without its events with probability ``brief_caption_share`` (one more draw, only when it
+    is > 0): real instruction data answers the same "describe" prompt more or less fully."""
     chosen = select_questions(list(sample.qas), rng=rng, count=turns, kind_weights=kind_weights)
     pairs = [mc_turn(qa, answer=mc_answer) if mc_share > 0 and rng.random() < mc_share else (qa.question, qa.answer)
              for qa in chosen]
     if rng.random() < caption_share:
         prompts = VIDEO_CAPTION_PROMPTS if sample.medium == "video" else IMAGE_CAPTION_PROMPTS
-        pairs = [(prompts[int(rng.integers(0, len(prompts)))], sample.caption)] + pairs[: max(turns - 1, 0)]
+        caption = sample.caption
+        prompt = prompts[int(rng.integers(0, len(prompts)))]
+        if sample.medium == "video" and brief_caption_share > 0 and rng.random() < brief_caption_share:
+            caption = video_caption(sample.scene, with_events=False)
+        pairs = [(prompt, caption)] + pairs[: max(turns - 1, 0)]
     return _turns(pairs, medium=sample.medium)
 
 

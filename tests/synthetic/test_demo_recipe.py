@@ -44,6 +44,7 @@ def test_recipe_world_is_the_one_its_data_command_makes():
     assert args[args.index("--long-frames") + 1] == str(recipe.data.long_frames)
     assert args[args.index("--long-share") + 1] == str(recipe.data.long_share)
     assert args[args.index("--dpo-caption-share") + 1] == str(recipe.dpo.caption_share)
+    assert args[args.index("--brief-caption-share") + 1] == str(recipe.data.brief_caption_share)
     assert args[args.index("--num-dpo-clips") + 1] == str(recipe.data.num_dpo_clips)
     from llava_video.cli.make_synthetic import build_parser
 

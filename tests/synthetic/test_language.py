@@ -141,3 +141,13 @@ def test_kind_weights_bias_the_kinds_drawn():
     first = lambda weights: sum("How many" in draw(seed, weights)[0] for seed in range(200))
     # p(count first) = 50 / (50 + other kinds) ~ 0.86 with the weight, ~ 1 / 9 without.
     assert first({"count": 50.0}) > 150 > 40 > first(None)
+
+
+def test_brief_caption_is_the_caption_without_its_events():
+    """with_events=False: the objects' sentences of the full caption, word for word, and no event sentence."""
+    for scene in scenes():
+        full, brief = video_caption(scene), video_caption(scene, with_events=False)
+        assert full.startswith(brief) and len(full) > len(brief)
+        rest = full[len(brief):]
+        assert rest.startswith((" Later, ", " First, ", " Nothing appears"))
+        assert not any(word in brief for word in ("Later", "First", "Finally", "Nothing"))

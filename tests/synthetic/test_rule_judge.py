@@ -65,3 +65,27 @@ def test_scores_are_ordered_for_a_partly_right_description():
     wrong = score_answer(caption=CAPTION, question="Describe the video.", reference=CAPTION,
                          answer="A big white square moves down.")
     assert full > half > wrong >= 1
+
+
+def test_the_judge_prefers_the_full_description_to_the_brief_one():
+    """What the demo's DPO stage can learn from the judge: the caption without its events is right as far as
+    it goes but misses the events' words, so it scores below the full caption (and a wrong event below both)."""
+    import numpy as np
+
+    from llava_video.synthetic.language import video_caption
+    from llava_video.synthetic.world import WorldConfig, sample_scene
+
+    seen = 0
+    for i in range(60):
+        scene = sample_scene(rng=np.random.default_rng([11, i]), config=WorldConfig())
+        if not scene.events():
+            continue
+        caption = video_caption(scene)
+
+        def score(answer):
+            return score_answer(caption=caption, question="Describe the video in detail.", reference=caption, answer=answer)
+
+        assert score(caption) == 5
+        assert 3 <= score(video_caption(scene, with_events=False)) <= 4
+        seen += 1
+    assert seen >= 20

@@ -94,3 +94,24 @@ def test_multiple_choice_turns_answered_by_option_text_parse_to_the_right_option
         qa = by_question[human["value"].removeprefix("<video>\n").split("\n")[0]]
         assert gpt["value"] == qa.options[qa.answer_index] == qa.answer
         assert parse_mc_answer(gpt["value"], qa.options) == qa.answer_index
+
+
+def test_brief_caption_turns_keep_the_other_draws():
+    """brief_caption_share=1: every video caption turn is the caption without its events, and the question
+    turns are the ones drawn without it (the extra draw comes last); 0 (the default) changes nothing."""
+    import numpy as np
+
+    from llava_video.synthetic.language import video_caption
+    from llava_video.synthetic.samples import make_video_sample, qa_conversation
+    from llava_video.synthetic.world import WorldConfig
+
+    sample = make_video_sample(seed=3, split="train", index=1, num_frames=8, config=WorldConfig())
+
+    def turns(**kw):
+        return qa_conversation(sample, rng=np.random.default_rng(5), turns=3, caption_share=1.0, mc_share=0.3, **kw)
+
+    plain, brief = turns(), turns(brief_caption_share=1.0)
+    assert plain == turns(brief_caption_share=0.0)
+    assert plain[1]["value"] == sample.caption
+    assert brief[1]["value"] == video_caption(sample.scene, with_events=False) != sample.caption
+    assert brief[0] == plain[0] and brief[2:] == plain[2:]
