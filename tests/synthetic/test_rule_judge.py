@@ -69,7 +69,7 @@ def test_scores_are_ordered_for_a_partly_right_description():
 
 def test_the_judge_prefers_the_full_description_to_the_brief_one():
     """What the demo's DPO stage can learn from the judge: the caption without its events is right as far as
-    it goes but misses the events' words, so it scores below the full caption (and a wrong event below both)."""
+    it goes but misses the events' words, so it scores 3 or 4 against the full caption's 5."""
     import numpy as np
 
     from llava_video.synthetic.language import video_caption
